@@ -1,0 +1,368 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Kernel side of the TCP connection tracker.
+ *
+ * Emits one struct tracker_event (bpf/tracker.h) per
+ *   CONNECT  outgoing connection established  (sock/inet_sock_set_state SYN_SENT -> ESTABLISHED)
+ *   ACCEPT   accept()/accept4() returned a TCP socket  (syscalls/sys_exit_accept{,4})
+ *   CLOSE    an established connection reached TCP_CLOSE  (sock/inet_sock_set_state)
+ * into the "events" ring buffer, and counts what it could not report in "counters".
+ *
+ * Only tracepoints are used (no kprobes / fentry): they are stable ABI and are
+ * what the target kernels allow. Built CO-RE against build/vmlinux.h.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#include "tracker.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/*
+ * Set by user space before load (lives in .rodata, so the verifier prunes the
+ * other branch). false: submit with BPF_RB_NO_WAKEUP and let the reader drain on
+ * a timer (cheapest per event); true: wake the reader's epoll for every record.
+ */
+const volatile bool use_wakeup = false;
+
+/*
+ * events: the record stream to user space.
+ * Inserted: every handler below, one record per event (bpf_ringbuf_reserve/submit).
+ * Removed:  by the user-space reader (ring_buffer__consume) only.
+ * Bound:    max_entries bytes (4 MiB default; user space may override with
+ *           bpf_map__set_max_entries before load). When it is full the reserve
+ *           fails and the event is counted in counters[TRACKER_COUNTER_LOST].
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+/* Who started a connect(): captured in process context, used at ESTABLISHED. */
+struct connecting_value {
+	__u32 pid;
+	char comm[TRACKER_COMM_LEN];
+};
+
+/*
+ * connecting: struct sock * -> process that is connecting it.
+ * Inserted: inet_sock_set_state CLOSE -> SYN_SENT. That transition runs inside
+ *           connect()/sendto(MSG_FASTOPEN)/io_uring connect, in the connecting
+ *           task's context, so bpf_get_current_pid_tgid() names the right process
+ *           (and it covers paths a sys_enter_connect probe would miss).
+ * Deleted:  SYN_SENT -> ESTABLISHED (after copying pid/comm into the CONNECT
+ *           record), SYN_SENT -> CLOSE (failed connect), and for the rare
+ *           simultaneous open SYN_RECV -> ESTABLISHED / SYN_RECV -> CLOSE.
+ * Bound:    65536 entries, LRU: an entry whose delete we missed (e.g. a socket
+ *           that was mid-connect when the program was detached and re-attached)
+ *           is evicted by newer ones instead of ever filling the map.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct connecting_value);
+} connecting SEC(".maps");
+
+/*
+ * counters: per-CPU u64 per enum tracker_counter; user space sums over CPUs.
+ * Written: only incremented, by the handlers below. Never deleted.
+ * Bound:   TRACKER_COUNTER_MAX slots.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TRACKER_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	/* Atomic: syscall tracepoints may run preemptible (only migration disabled). */
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline struct tracker_event *reserve_event(__u8 type, __u64 cookie)
+{
+	struct tracker_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count(TRACKER_COUNTER_LOST);
+		return NULL;
+	}
+	/* Ring memory is reused: clear it so no stale bytes reach user space. */
+	__builtin_memset(e, 0, sizeof(*e));
+	e->timestamp_ns = bpf_ktime_get_ns();
+	e->cpu = bpf_get_smp_processor_id();
+	e->type = type;
+	e->sock_cookie = cookie;
+	return e;
+}
+
+static __always_inline void submit_event(struct tracker_event *e)
+{
+	bpf_ringbuf_submit(e, use_wakeup ? 0 : BPF_RB_NO_WAKEUP);
+}
+
+/* ::ffff:a.b.c.d */
+static __always_inline bool is_v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
+}
+
+/*
+ * e->saddr/daddr hold IPv6 addresses. If the peer is IPv4-mapped (IPv4 traffic on
+ * a dual-stack socket) fold the record to family 4: v4 address in bytes 0..3, rest zero.
+ */
+static __always_inline void set_v6_family(struct tracker_event *e)
+{
+	__u32 *s = (__u32 *)e->saddr;
+	__u32 *d = (__u32 *)e->daddr;
+
+	if (!is_v4_mapped(e->daddr)) {
+		e->family = TRACKER_FAMILY_IPV6;
+		return;
+	}
+	e->family = TRACKER_FAMILY_IPV4;
+	d[0] = d[3];
+	d[1] = d[2] = d[3] = 0;
+	s[0] = is_v4_mapped(e->saddr) ? s[3] : 0;
+	s[1] = s[2] = s[3] = 0;
+}
+
+static __always_inline __u32 sk_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* Tuple and family from the inet_sock_set_state arguments (ports already host order). */
+static __always_inline bool tuple_from_tp(struct tracker_event *e,
+					  const struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	e->sport = ctx->sport;
+	e->dport = ctx->dport;
+	if (ctx->family == AF_INET) {
+		e->family = TRACKER_FAMILY_IPV4;
+		__builtin_memcpy(e->saddr, ctx->saddr, 4);
+		__builtin_memcpy(e->daddr, ctx->daddr, 4);
+		return true;
+	}
+	if (ctx->family == AF_INET6) {
+		/*
+		 * CO-RE turns the array address into a computed ctx pointer, which the
+		 * verifier refuses to dereference; a helper read of ctx memory is fine.
+		 */
+		bpf_probe_read_kernel(e->saddr, 16, ctx->saddr_v6);
+		bpf_probe_read_kernel(e->daddr, 16, ctx->daddr_v6);
+		set_v6_family(e);
+		return true;
+	}
+	return false;
+}
+
+static __always_inline void emit_connect(const struct trace_event_raw_inet_sock_set_state *ctx,
+					 __u64 key, const struct connecting_value *who)
+{
+	struct tracker_event *e = reserve_event(TRACKER_EVENT_CONNECT, key);
+
+	if (!e)
+		return;
+	if (!tuple_from_tp(e, ctx)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	e->netns = sk_netns((const struct sock *)ctx->skaddr);
+	if (who) {
+		e->pid = who->pid;
+		__builtin_memcpy(e->comm, who->comm, TRACKER_COMM_LEN);
+	}
+	submit_event(e);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+
+	int oldstate = ctx->oldstate;
+	int newstate = ctx->newstate;
+	__u64 key = (__u64)ctx->skaddr;
+	struct connecting_value *who;
+
+	/* connect() in the caller's context: remember who it is. */
+	if (newstate == TCP_SYN_SENT) {
+		if (oldstate == TCP_CLOSE) {
+			struct connecting_value v = {};
+
+			v.pid = bpf_get_current_pid_tgid() >> 32;
+			bpf_get_current_comm(v.comm, sizeof(v.comm));
+			bpf_map_update_elem(&connecting, &key, &v, BPF_ANY);
+		}
+		return 0;
+	}
+
+	if (oldstate == TCP_SYN_SENT) {
+		if (newstate == TCP_ESTABLISHED) {
+			who = bpf_map_lookup_elem(&connecting, &key);
+			if (!who)
+				count(TRACKER_COUNTER_CONNECT_NO_PID);
+			/* Copy pid/comm out before the delete frees the LRU slot. */
+			emit_connect(ctx, key, who);
+			if (who)
+				bpf_map_delete_elem(&connecting, &key);
+		} else if (newstate == TCP_CLOSE) {
+			count(TRACKER_COUNTER_FAILED_CONNECT);
+			bpf_map_delete_elem(&connecting, &key);
+		}
+		/* SYN_SENT -> SYN_RECV (simultaneous open): keep the entry. */
+		return 0;
+	}
+
+	if (oldstate == TCP_SYN_RECV) {
+		/*
+		 * Passive children pass here on every accept-side handshake; the lookup
+		 * only hits for a simultaneous open that began as our SYN_SENT.
+		 */
+		if (newstate == TCP_ESTABLISHED) {
+			who = bpf_map_lookup_elem(&connecting, &key);
+			if (who) {
+				emit_connect(ctx, key, who);
+				bpf_map_delete_elem(&connecting, &key);
+			}
+		} else if (newstate == TCP_CLOSE) {
+			bpf_map_delete_elem(&connecting, &key);
+		}
+		return 0;
+	}
+
+	if (newstate != TCP_CLOSE)
+		return 0;
+	switch (oldstate) {
+	case TCP_ESTABLISHED:
+	case TCP_FIN_WAIT1:
+	case TCP_FIN_WAIT2:
+	case TCP_CLOSE_WAIT:
+	case TCP_LAST_ACK:
+	case TCP_CLOSING:
+		break;
+	default:
+		return 0;
+	}
+
+	/* May run in softirq: pid/comm stay 0/"" */
+	struct tracker_event *e = reserve_event(TRACKER_EVENT_CLOSE, key);
+
+	if (!e)
+		return 0;
+	if (!tuple_from_tp(e, ctx)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	e->netns = sk_netns((const struct sock *)ctx->skaddr);
+	submit_event(e);
+	return 0;
+}
+
+/* Tuple, family and netns of an accepted socket, read from struct sock. */
+static __always_inline void tuple_from_sk(struct tracker_event *e, const struct sock *sk, __u16 family)
+{
+	e->netns = sk_netns(sk);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		e->family = TRACKER_FAMILY_IPV4;
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)e->daddr, sk, __sk_common.skc_v6_daddr);
+		set_v6_family(e);
+	}
+}
+
+static __always_inline void handle_accept_return(long ret)
+{
+	if (ret < 0)
+		return;
+
+	/* current->files->fdt->fd[ret]->private_data (struct socket *)->sk */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file *file = NULL;
+	struct file **fds;
+	struct socket *sock;
+	struct sock *sk;
+
+	if (!fdt || ret >= BPF_CORE_READ(fdt, max_fds))
+		goto no_sock;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[ret]) || !file)
+		goto no_sock;
+	sock = BPF_CORE_READ(file, private_data);
+	/* The socket's back pointer guards against the fd having been reused already. */
+	if (!sock || BPF_CORE_READ(sock, file) != file)
+		goto no_sock;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		goto no_sock;
+
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family != AF_INET && family != AF_INET6)
+		return; /* AF_UNIX etc.: not ours, not an error */
+	/* sk_protocol: an 8-bit bitfield before 5.6, a plain u16 since; probe both. */
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return;
+
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	struct tracker_event *e = reserve_event(TRACKER_EVENT_ACCEPT, (__u64)sk);
+
+	if (!e)
+		return;
+	tuple_from_sk(e, sk, family);
+	e->pid = pid;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	submit_event(e);
+
+	/*
+	 * The peer reset it before accept() returned: its CLOSE transition fired before
+	 * this ACCEPT, so report the close again after the open.
+	 */
+	if (state == TCP_CLOSE) {
+		e = reserve_event(TRACKER_EVENT_CLOSE, (__u64)sk);
+		if (!e)
+			return;
+		tuple_from_sk(e, sk, family);
+		submit_event(e);
+	}
+	return;
+
+no_sock:
+	count(TRACKER_COUNTER_ACCEPT_NO_SOCK);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int handle_exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	handle_accept_return(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int handle_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	handle_accept_return(ctx->ret);
+	return 0;
+}

@@ -1,0 +1,154 @@
+/**
+ * The live eBPF tracker: native reader -> decoder -> hold-back window -> table. It reports, and never
+ * decides: losses and death go to the supervisor, which owns the restart/fallback policy.
+ */
+import { PluginError } from "../errors.ts";
+import { connectionKey } from "../model/connection.ts";
+import type { ConnectionTable } from "../table/connection-table.ts";
+import { decodeBatch } from "./decode.ts";
+import { EventApplier } from "./event-applier.ts";
+import { defaultObjectPath, loadNativeAddon, type NativeCounters, type NativeTracker } from "./native-addon.ts";
+import { ReorderBuffer } from "./reorder-buffer.ts";
+import { existsSync, rmSync } from "node:fs";
+
+export interface EbpfTrackerOptions {
+  objectPath?: string;
+  addonPath?: string;
+  ringBufferBytes?: number;
+  drainIntervalMs?: number;
+  holdBackMs?: number;
+  wakeup?: boolean;
+  /** How often the kernel's loss counters are read. */
+  counterPollMs?: number;
+  /** Debug only, off by default: when this file appears the tracker declares itself dead and removes it. */
+  debugKillFile?: string;
+}
+
+export interface EbpfTrackerHooks {
+  /** Kernel could not reserve ring-buffer space for `count` events since the last poll. */
+  onLost(count: number): void;
+  onDead(error: Error): void;
+  /** Every close the tracker applied, by key, known or not: lets a /proc scan drop seeds that died meanwhile. */
+  onCloseKey?(key: string): void;
+}
+
+export class EbpfTracker {
+  readonly #table: ConnectionTable;
+  readonly #hooks: EbpfTrackerHooks;
+  readonly #options: Required<Omit<EbpfTrackerOptions, "debugKillFile" | "addonPath">> & Pick<EbpfTrackerOptions, "debugKillFile" | "addonPath">;
+  readonly #reorder: ReorderBuffer;
+  readonly #applier: EventApplier;
+  #native: NativeTracker | undefined;
+  #timers: ReturnType<typeof setInterval>[] = [];
+  #lastCounters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0 };
+  #dead = false;
+  eventsReceived = 0;
+  malformedRecords = 0;
+
+  constructor(table: ConnectionTable, hooks: EbpfTrackerHooks, options: EbpfTrackerOptions = {}) {
+    this.#table = table;
+    this.#hooks = hooks;
+    this.#options = {
+      objectPath: options.objectPath ?? defaultObjectPath,
+      addonPath: options.addonPath,
+      ringBufferBytes: options.ringBufferBytes ?? 4 * 1024 * 1024,
+      drainIntervalMs: options.drainIntervalMs ?? 20,
+      holdBackMs: options.holdBackMs ?? 50,
+      wakeup: options.wakeup ?? false,
+      counterPollMs: options.counterPollMs ?? 1000,
+      debugKillFile: options.debugKillFile,
+    };
+    this.#reorder = new ReorderBuffer(this.#options.holdBackMs);
+    this.#applier = new EventApplier(table, { orphanCloseTtlMs: 2000 });
+  }
+
+  get running(): boolean {
+    return this.#native !== undefined;
+  }
+
+  get heldBack(): number {
+    return this.#reorder.heldBack;
+  }
+
+  /** Loads and attaches; throws the addon's coded error (ERR_BPF_*) when the kernel says no. */
+  start(): void {
+    if (this.#native !== undefined) return;
+    const addon = loadNativeAddon(this.#options.addonPath);
+    this.#dead = false;
+    this.#native = new addon.Tracker({
+      objectPath: this.#options.objectPath,
+      ringBufferBytes: this.#options.ringBufferBytes,
+      drainIntervalMs: this.#options.drainIntervalMs,
+      wakeup: this.#options.wakeup,
+      onBatch: (batch) => this.#onBatch(batch),
+      onError: (error) => this.#die(new PluginError("ERR_TRACKER_DEAD", `ring-buffer reader failed: ${error.message}`, { cause: error })),
+    });
+    this.#lastCounters = this.#native.counters();
+    this.#timers.push(setInterval(() => this.#applyDue(), this.#options.drainIntervalMs));
+    this.#timers.push(setInterval(() => this.#pollCounters(), this.#options.counterPollMs));
+    for (const timer of this.#timers) timer.unref?.();
+  }
+
+  /** Applies everything received so far, whatever its age: used before a /proc comparison. */
+  flush(): void {
+    this.#applyEvents(this.#reorder.release());
+  }
+
+  counters(): NativeCounters {
+    return this.#native?.counters() ?? this.#lastCounters;
+  }
+
+  attachedPrograms(): string[] {
+    return this.#native?.attachedPrograms() ?? [];
+  }
+
+  stop(): void {
+    for (const timer of this.#timers) clearInterval(timer);
+    this.#timers = [];
+    const native = this.#native;
+    this.#native = undefined;
+    if (native !== undefined) {
+      this.#lastCounters = native.counters();
+      native.stop();
+    }
+    this.flush();
+  }
+
+  #onBatch(batch: Uint8Array): void {
+    const { events, malformed } = decodeBatch(batch);
+    this.eventsReceived += events.length;
+    this.malformedRecords += malformed;
+    this.#reorder.push(events);
+  }
+
+  #applyDue(): void {
+    this.#applyEvents(this.#reorder.release(process.hrtime.bigint()));
+  }
+
+  #applyEvents(events: ReturnType<ReorderBuffer["release"]>): void {
+    if (events.length === 0) return;
+    this.#applier.apply(events);
+    if (this.#hooks.onCloseKey !== undefined) {
+      for (const event of events) if (event.type === "close") this.#hooks.onCloseKey(connectionKey(event));
+    }
+  }
+
+  #pollCounters(): void {
+    if (this.#native === undefined) return;
+    const now = this.#native.counters();
+    const lost = now.lost - this.#lastCounters.lost;
+    this.#lastCounters = now;
+    if (lost > 0) this.#hooks.onLost(lost);
+    const killFile = this.#options.debugKillFile;
+    if (killFile !== undefined && existsSync(killFile)) {
+      rmSync(killFile, { force: true });
+      this.#die(new PluginError("ERR_TRACKER_DEAD", `killed on purpose: debug stop file ${killFile} appeared`));
+    }
+  }
+
+  #die(error: Error): void {
+    if (this.#dead) return;
+    this.#dead = true;
+    this.#hooks.onDead(error);
+  }
+}

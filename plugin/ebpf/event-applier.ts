@@ -1,0 +1,85 @@
+/**
+ * Turns ordered kernel events into table changes. One race survives any ordering by time: an
+ * accept() whose socket was already closed by the peer's reset can report its close first, because
+ * the accept event is stamped when the syscall returns. Such closes are remembered briefly, by
+ * socket identity, so the late accept is applied as opened and closed instead of lingering open.
+ */
+import { type Connection, connectionKey } from "../model/connection.ts";
+import type { ConnectionTable } from "../table/connection-table.ts";
+import type { TrackerEvent } from "./decode.ts";
+
+const ORPHAN_LIMIT = 4096;
+
+export interface EventApplierOptions {
+  /** How long a close of an unknown connection may still pair with its late open. */
+  orphanCloseTtlMs: number;
+}
+
+export class EventApplier {
+  readonly #table: ConnectionTable;
+  readonly #orphanTtlNs: bigint;
+  /** Closes of unknown connections, by key: inserted on such a close, deleted when paired, expired by age or cap. */
+  readonly #orphanCloses = new Map<string, { cookie: bigint; timestampNs: bigint }>();
+  opens = 0;
+  closes = 0;
+  pairedLateOpens = 0;
+
+  constructor(table: ConnectionTable, options: EventApplierOptions = { orphanCloseTtlMs: 2000 }) {
+    this.#table = table;
+    this.#orphanTtlNs = BigInt(options.orphanCloseTtlMs) * 1_000_000n;
+  }
+
+  apply(events: readonly TrackerEvent[]): void {
+    for (const event of events) {
+      if (event.type === "close") this.#close(event);
+      else this.#open(event);
+    }
+    if (events.length > 0) this.#expireOrphans(events[events.length - 1].timestampNs);
+  }
+
+  #open(event: TrackerEvent): void {
+    this.opens++;
+    const connection = toConnection(event);
+    const key = connectionKey(connection);
+    this.#table.open(connection);
+    const orphan = this.#orphanCloses.get(key);
+    if (orphan !== undefined && orphan.cookie === event.sockCookie) {
+      this.#orphanCloses.delete(key);
+      this.pairedLateOpens++;
+      this.#table.close(key);
+    }
+  }
+
+  #close(event: TrackerEvent): void {
+    this.closes++;
+    const key = connectionKey(event);
+    if (this.#table.close(key) !== undefined) return;
+    if (this.#orphanCloses.size >= ORPHAN_LIMIT) {
+      const oldest = this.#orphanCloses.keys().next().value;
+      if (oldest !== undefined) this.#orphanCloses.delete(oldest);
+    }
+    this.#orphanCloses.set(key, { cookie: event.sockCookie, timestampNs: event.timestampNs });
+  }
+
+  #expireOrphans(nowNs: bigint): void {
+    for (const [key, orphan] of this.#orphanCloses) {
+      if (nowNs - orphan.timestampNs <= this.#orphanTtlNs) break;
+      this.#orphanCloses.delete(key);
+    }
+  }
+}
+
+function toConnection(event: TrackerEvent): Connection {
+  return {
+    localAddress: event.localAddress,
+    localPort: event.localPort,
+    remoteAddress: event.remoteAddress,
+    remotePort: event.remotePort,
+    netns: event.netns,
+    pid: event.pid,
+    comm: event.comm,
+    direction: event.type === "accept" ? "incoming" : "outgoing",
+    closed: false,
+    source: "ebpf",
+  };
+}

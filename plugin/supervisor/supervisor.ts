@@ -1,0 +1,274 @@
+/**
+ * Picks the live source and switches it, never losing an open connection: the table outlives every
+ * source. Policy (Scope's, without its data loss):
+ * - eBPF first (unless configured otherwise or refused up front); any load/attach failure falls back at once;
+ * - a loss is healed by an immediate /proc reconcile; a second loss within a minute is a death;
+ * - a death restarts and re-seeds the tracker if the previous death was over a minute ago, otherwise
+ *   /proc takes over and eBPF is retried with a growing back-off.
+ */
+import { EbpfTracker, type EbpfTrackerOptions } from "../ebpf/ebpf-tracker.ts";
+import { describeError, PluginError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { Connection, Direction, SourceKind } from "../model/connection.ts";
+import { emptyCounters, type TrackerStatus } from "../model/status.ts";
+import type { ConnectionTable } from "../table/connection-table.ts";
+import { checkKernel, type KernelFacts } from "./kernel-support.ts";
+import { reconcileTable } from "./reconcile.ts";
+
+export type SourceChoice = "auto" | "ebpf" | "procfs";
+
+export interface SupervisorOptions {
+  source: SourceChoice;
+  kernel: KernelFacts;
+  ebpf: EbpfTrackerOptions;
+  /** Scans /proc (all namespaces) for established connections. */
+  scan: () => Promise<readonly Connection[]>;
+  heuristic: (localPort: number, remotePort: number) => Direction;
+  reconcileIntervalMs: number;
+  procPollIntervalMs: number;
+  /** A second death or loss within this window is treated as persistent. */
+  deathWindowMs: number;
+  firstRetryMs: number;
+  maxRetryMs: number;
+  now?: () => number;
+}
+
+export const defaultPolicy = {
+  reconcileIntervalMs: 60_000,
+  procPollIntervalMs: 3_000,
+  deathWindowMs: 60_000,
+  firstRetryMs: 5 * 60_000,
+  maxRetryMs: 60 * 60_000,
+};
+
+export class Supervisor {
+  readonly #table: ConnectionTable;
+  readonly #options: SupervisorOptions;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  #tracker: EbpfTracker | undefined;
+  #source: SourceKind = "procfs";
+  #since: number;
+  #reason = "starting";
+  #closeSinks = new Set<Set<string>>();
+  #scanChain: Promise<unknown> = Promise.resolve();
+  #reconcileTimer: ReturnType<typeof setInterval> | undefined;
+  #pollTimer: ReturnType<typeof setInterval> | undefined;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #retryDelayMs: number;
+  #lastDeathMs = Number.NEGATIVE_INFINITY;
+  #lastLossMs = Number.NEGATIVE_INFINITY;
+  #stopped = false;
+  #counters = emptyCounters();
+  /** Totals of trackers already stopped, so restarts do not reset what status reports. */
+  #retired = { events: 0, heldBack: 0, failedConnects: 0 };
+
+  constructor(table: ConnectionTable, options: SupervisorOptions, log: Logger) {
+    this.#table = table;
+    this.#options = options;
+    this.#log = log;
+    this.#now = options.now ?? Date.now;
+    this.#since = this.#now();
+    this.#retryDelayMs = options.firstRetryMs;
+  }
+
+  async start(): Promise<void> {
+    const { source, kernel } = this.#options;
+    if (source === "procfs") return this.#runProcfs("configured: --source procfs");
+    const verdict = checkKernel(kernel);
+    if (!verdict.supported) {
+      const error = new PluginError("ERR_KERNEL_UNSUPPORTED", verdict.reason);
+      if (source === "ebpf") throw error;
+      return this.#runProcfs(`eBPF refused up front: ${describeError(error)}`);
+    }
+    try {
+      await this.#runEbpf(source === "ebpf" ? "configured: --source ebpf" : `auto: kernel ${kernel.release} supports eBPF`);
+    } catch (error) {
+      if (source === "ebpf") throw error;
+      this.#counters.fallbacks++;
+      await this.#runProcfs(`eBPF failed to start, fell back: ${describeError(error)}`);
+      this.#scheduleRetry();
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#clearTimers();
+    this.#stopTracker();
+    await this.#scanChain.catch(() => undefined);
+  }
+
+  status(): TrackerStatus {
+    const tracker = this.#tracker;
+    const live = tracker === undefined ? { events: 0, heldBack: 0, failedConnects: 0 } : { events: tracker.eventsReceived, heldBack: tracker.heldBack, failedConnects: tracker.counters().failedConnects };
+    return {
+      source: this.#source,
+      sinceMs: this.#since,
+      reason: this.#reason,
+      counters: {
+        ...this.#counters,
+        events: this.#retired.events + live.events,
+        reordersHeldBack: this.#retired.heldBack + live.heldBack,
+        failedConnects: this.#retired.failedConnects + live.failedConnects,
+        connectionsTracked: this.#table.size,
+        closesOfUnknown: this.#table.closesOfUnknown,
+        evictions: this.#table.evictions,
+      },
+    };
+  }
+
+  /** Runs one /proc reconcile now (also what the periodic timer and loss healing do). */
+  reconcileNow(): Promise<void> {
+    return this.#serialScan(async () => {
+      const result = await this.#scanAndReconcile();
+      this.#counters.reconcileAdded += result.added;
+      this.#counters.reconcileRemoved += result.removed;
+      if (result.added + result.removed > 0) this.#log.info("reconcile corrected the table", { ...result });
+    });
+  }
+
+  async #runEbpf(reason: string): Promise<void> {
+    const tracker = new EbpfTracker(this.#table, {
+      onLost: (count) => this.#onLost(count),
+      onDead: (error) => void this.#onDeath(describeError(error)),
+      onCloseKey: (key) => {
+        for (const sink of this.#closeSinks) sink.add(key);
+      },
+    }, this.#options.ebpf);
+    tracker.start();
+    this.#tracker = tracker;
+    this.#stopPolling();
+    // Attached first, seeded second: whatever happens during the scan is seen as an event.
+    await this.#serialScan(() => this.#scanAndReconcile());
+    this.#setLive("ebpf", reason);
+    this.#log.info("eBPF tracker live", { programs: tracker.attachedPrograms(), reason });
+    this.#reconcileTimer = setInterval(() => void this.reconcileNow().catch((e) => this.#log.warn("reconcile failed", { error: describeError(e) })), this.#options.reconcileIntervalMs);
+    this.#reconcileTimer.unref?.();
+  }
+
+  async #runProcfs(reason: string): Promise<void> {
+    this.#stopTracker();
+    this.#setLive("procfs", reason);
+    this.#log.warn("tracking by /proc scans", { reason });
+    await this.#serialScan(() => this.#scanAndReconcile());
+    this.#pollTimer = setInterval(() => void this.#serialScan(() => this.#scanAndReconcile()).catch((e) => this.#log.warn("/proc scan failed", { error: describeError(e) })), this.#options.procPollIntervalMs);
+    this.#pollTimer.unref?.();
+  }
+
+  #onLost(count: number): void {
+    this.#counters.lost += count;
+    const now = this.#now();
+    const repeated = now - this.#lastLossMs < this.#options.deathWindowMs;
+    this.#lastLossMs = now;
+    this.#log.warn("eBPF events lost", { count, repeated });
+    if (repeated) {
+      void this.#onDeath(`events lost twice within ${this.#options.deathWindowMs} ms (${count} this time)`);
+      return;
+    }
+    void this.reconcileNow().catch((e) => this.#log.warn("healing reconcile failed", { error: describeError(e) }));
+  }
+
+  async #onDeath(why: string): Promise<void> {
+    if (this.#stopped || this.#tracker === undefined) return;
+    this.#stopTracker();
+    const now = this.#now();
+    const recent = now - this.#lastDeathMs < this.#options.deathWindowMs;
+    this.#lastDeathMs = now;
+    this.#log.error("eBPF tracker died", { why, recent });
+    if (!recent) {
+      this.#counters.restarts++;
+      try {
+        await this.#runEbpf(`restarted after death: ${why}`);
+        return;
+      } catch (error) {
+        why = `${why}; restart failed: ${describeError(error)}`;
+      }
+    } else {
+      why = `died twice within ${this.#options.deathWindowMs} ms: ${why}`;
+    }
+    if (this.#options.source === "ebpf") {
+      this.#setLive("ebpf", `eBPF required but down, retrying: ${why}`);
+      this.#scheduleRetry();
+      return;
+    }
+    this.#counters.fallbacks++;
+    await this.#runProcfs(`fell back from eBPF: ${why}`);
+    this.#scheduleRetry();
+  }
+
+  #scheduleRetry(): void {
+    if (this.#stopped) return;
+    const delay = this.#retryDelayMs;
+    this.#retryDelayMs = Math.min(this.#retryDelayMs * 2, this.#options.maxRetryMs);
+    this.#retryTimer = setTimeout(async () => {
+      try {
+        await this.#runEbpf(`eBPF retried after ${delay} ms back-off and came back`);
+        this.#retryDelayMs = this.#options.firstRetryMs;
+      } catch (error) {
+        this.#log.warn("eBPF retry failed", { error: describeError(error), nextRetryMs: this.#retryDelayMs });
+        this.#reason = `${this.#reason.split("; last retry")[0]}; last retry failed: ${describeError(error)}`;
+        this.#scheduleRetry();
+      }
+    }, delay);
+    this.#retryTimer.unref?.();
+  }
+
+  async #scanAndReconcile() {
+    const closed = new Set<string>();
+    this.#closeSinks.add(closed);
+    try {
+      const keysBefore = new Set(this.#table.keys());
+      const scanned = await this.#options.scan();
+      await this.#settleEvents();
+      return reconcileTable(this.#table, { scanned, keysBefore, closedDuringScan: closed, heuristic: this.#options.heuristic });
+    } finally {
+      this.#closeSinks.delete(closed);
+    }
+  }
+
+  /** Lets every event the kernel produced before the scan ended reach the table. */
+  async #settleEvents(): Promise<void> {
+    const tracker = this.#tracker;
+    if (tracker === undefined) return;
+    const drain = this.#options.ebpf.drainIntervalMs ?? 20;
+    await new Promise((resolve) => setTimeout(resolve, 2 * drain + 5));
+    tracker.flush();
+  }
+
+  #serialScan<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.#scanChain.catch(() => undefined).then(work);
+    this.#scanChain = next;
+    return next;
+  }
+
+  #setLive(source: SourceKind, reason: string): void {
+    if (source !== this.#source || reason !== this.#reason) this.#since = this.#now();
+    this.#source = source;
+    this.#reason = reason;
+  }
+
+  #stopTracker(): void {
+    clearInterval(this.#reconcileTimer);
+    this.#reconcileTimer = undefined;
+    const tracker = this.#tracker;
+    if (tracker === undefined) return;
+    this.#tracker = undefined;
+    const failedConnects = tracker.counters().failedConnects;
+    tracker.stop();
+    this.#retired.events += tracker.eventsReceived;
+    this.#retired.heldBack += tracker.heldBack;
+    this.#retired.failedConnects += failedConnects;
+  }
+
+  #stopPolling(): void {
+    clearInterval(this.#pollTimer);
+    this.#pollTimer = undefined;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+  }
+
+  #clearTimers(): void {
+    this.#stopPolling();
+    clearInterval(this.#reconcileTimer);
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * The open connections, keyed by four-tuple and network namespace. Bounded: past the cap the
+ * least recently confirmed connection is evicted (and counted). Every open and close is published
+ * to subscribers in the order applied, so per-client buffers and Watch streams see one history.
+ */
+import { type Connection, connectionKey } from "../model/connection.ts";
+import type { ConnectionChange } from "../model/backend.ts";
+
+export interface ConnectionTableOptions {
+  maxConnections: number;
+}
+
+export type OpenResult = "added" | "updated";
+
+export class ConnectionTable {
+  /** Map order is recency order: the first entry is the least recently confirmed one. */
+  readonly #open = new Map<string, Connection>();
+  readonly #listeners = new Set<(change: ConnectionChange) => void>();
+  readonly #max: number;
+  evictions = 0;
+  closesOfUnknown = 0;
+
+  constructor(options: ConnectionTableOptions) {
+    if (!(options.maxConnections > 0)) throw new RangeError("maxConnections must be positive");
+    this.#max = options.maxConnections;
+  }
+
+  get size(): number {
+    return this.#open.size;
+  }
+
+  has(key: string): boolean {
+    return this.#open.has(key);
+  }
+
+  get(key: string): Connection | undefined {
+    return this.#open.get(key);
+  }
+
+  /**
+   * Adds a connection, or refreshes one already known: known pid/comm/direction are never replaced
+   * by unknown ones, because a /proc refresh knows less than the eBPF event that opened it.
+   */
+  open(connection: Connection): OpenResult {
+    const key = connectionKey(connection);
+    const known = this.#open.get(key);
+    if (known !== undefined) {
+      this.#open.delete(key);
+      this.#open.set(key, mergeKnown(known, connection));
+      return "updated";
+    }
+    const added = connection.closed ? { ...connection, closed: false } : connection;
+    this.#open.set(key, added);
+    this.#publish({ type: "open", connection: added });
+    if (this.#open.size > this.#max) this.#evictOldest();
+    return "added";
+  }
+
+  /** Closes a known connection; a close of an unknown one is counted and reported as false. */
+  close(key: string): Connection | undefined {
+    const known = this.#open.get(key);
+    if (known === undefined) {
+      this.closesOfUnknown++;
+      return undefined;
+    }
+    this.#open.delete(key);
+    const closed = { ...known, closed: true };
+    this.#publish({ type: "close", connection: closed });
+    return closed;
+  }
+
+  values(): IterableIterator<Connection> {
+    return this.#open.values();
+  }
+
+  keys(): IterableIterator<string> {
+    return this.#open.keys();
+  }
+
+  entries(): IterableIterator<[string, Connection]> {
+    return this.#open.entries();
+  }
+
+  subscribe(listener: (change: ConnectionChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  get subscriberCount(): number {
+    return this.#listeners.size;
+  }
+
+  #evictOldest(): void {
+    const oldest = this.#open.keys().next();
+    if (oldest.done) return;
+    this.evictions++;
+    // An evicted connection is not known to be closed: it leaves without a close event.
+    this.#open.delete(oldest.value);
+  }
+
+  #publish(change: ConnectionChange): void {
+    for (const listener of this.#listeners) listener(change);
+  }
+}
+
+/** An eBPF event is the authority on direction; otherwise a known value is never lost to an unknown one. */
+function mergeKnown(known: Connection, fresh: Connection): Connection {
+  const freshIsEvent = fresh.source === "ebpf";
+  const directionFromFresh = fresh.direction !== "unknown" && (freshIsEvent || known.direction === "unknown");
+  return {
+    ...known,
+    pid: fresh.pid !== 0 ? fresh.pid : known.pid,
+    comm: fresh.pid !== 0 ? fresh.comm : known.comm,
+    direction: directionFromFresh ? fresh.direction : known.direction,
+    source: freshIsEvent ? "ebpf" : known.source,
+  };
+}

@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * floor-consumer: the cheapest possible reader of build/tracker.bpf.o, to measure
+ * what the kernel side costs on its own (the "floor" the Node addon is compared to).
+ *
+ * Loads the object, attaches every tracepoint program whose tracepoint exists,
+ * drains the ring buffer every N ms (NO_WAKEUP submissions, no epoll), counts
+ * records by type, and on SIGINT/SIGTERM prints one JSON line to stdout:
+ *   {"events":..,"connect":..,"accept":..,"close":..,"lost":..,"failedConnects":..,
+ *    "connectNoPid":..,"acceptNoSock":..,"seconds":..,"cpuUserMs":..,"cpuSysMs":..}
+ *
+ * usage: floor-consumer [-o build/tracker.bpf.o] [-i drain_ms] [-r ring_bytes] [-w]
+ *   -w  submit with kernel wakeups and wait in epoll instead of the timer
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <linux/types.h>
+
+#include "../../bpf/tracker.h"
+
+static volatile sig_atomic_t stop_requested;
+static uint64_t n_events, n_by_type[4];
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static int on_record(void *ctx, void *data, size_t size)
+{
+	(void)ctx;
+	if (size >= sizeof(struct tracker_event)) {
+		const struct tracker_event *e = data;
+
+		n_events++;
+		if (e->type < 4)
+			n_by_type[e->type]++;
+	}
+	return 0;
+}
+
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+static bool dir_exists(const char *p)
+{
+	struct stat st;
+
+	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* libbpf attaches tracepoints through tracefs; mount it if nobody did. */
+static const char *tracefs_events(void)
+{
+	if (dir_exists("/sys/kernel/tracing/events"))
+		return "/sys/kernel/tracing/events";
+	if (dir_exists("/sys/kernel/debug/tracing/events"))
+		return "/sys/kernel/debug/tracing/events";
+	if (mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, NULL) != 0) {
+		fprintf(stderr, "floor-consumer: tracefs is not mounted and mount on /sys/kernel/tracing failed: %s\n",
+			strerror(errno));
+		return NULL;
+	}
+	return "/sys/kernel/tracing/events";
+}
+
+/* Section "tracepoint/<cat>/<name>": does events/<cat>/<name> exist? */
+static bool tracepoint_exists(const char *events, const char *sec)
+{
+	char path[512];
+
+	if (strncmp(sec, "tracepoint/", 11) != 0)
+		return false;
+	snprintf(path, sizeof(path), "%s/%s", events, sec + 11);
+	return dir_exists(path);
+}
+
+/* Set a `const volatile` global in .rodata by name, before load. */
+static int set_rodata_bool(struct bpf_object *obj, const char *name, bool value)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, ".rodata");
+	const struct btf *btf = bpf_object__btf(obj);
+	size_t sz = 0;
+	const char *init;
+	int id;
+
+	if (!map || !btf)
+		return -ENOENT;
+	init = bpf_map__initial_value(map, &sz);
+	id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+	if (!init || id < 0)
+		return -ENOENT;
+	const struct btf_type *sec = btf__type_by_id(btf, id);
+	const struct btf_var_secinfo *vs = btf_var_secinfos(sec);
+
+	for (int i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *var = btf__type_by_id(btf, vs->type);
+
+		if (strcmp(btf__name_by_offset(btf, var->name_off), name) == 0) {
+			if (vs->offset + 1 > sz)
+				return -ERANGE;
+			char *data = malloc(sz);
+			if (!data)
+				return -ENOMEM;
+			memcpy(data, init, sz);
+			data[vs->offset] = value;
+			int err = bpf_map__set_initial_value(map, data, sz);
+			free(data);
+			return err;
+		}
+	}
+	return -ENOENT;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+	const char *obj_path = "build/tracker.bpf.o";
+	unsigned drain_ms = 20;
+	unsigned long ring_bytes = 0;
+	bool wakeup = false;
+	struct bpf_link *links[16];
+	int n_links = 0, opt, err;
+
+	while ((opt = getopt(argc, argv, "o:i:r:w")) != -1) {
+		switch (opt) {
+		case 'o': obj_path = optarg; break;
+		case 'i': drain_ms = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'r': ring_bytes = strtoul(optarg, NULL, 0); break;
+		case 'w': wakeup = true; break;
+		default:
+			fprintf(stderr, "usage: %s [-o obj] [-i drain_ms] [-r ring_bytes] [-w]\n", argv[0]);
+			return 2;
+		}
+	}
+	libbpf_set_print(libbpf_log);
+
+	const char *events = tracefs_events();
+	if (!events)
+		return 1;
+
+	struct bpf_object *obj = bpf_object__open_file(obj_path, NULL);
+	if (!obj) {
+		fprintf(stderr, "floor-consumer: open %s: %s\n", obj_path, strerror(errno));
+		return 1;
+	}
+	struct bpf_program *prog;
+	bpf_object__for_each_program(prog, obj) {
+		if (!tracepoint_exists(events, bpf_program__section_name(prog)))
+			bpf_program__set_autoload(prog, false);
+	}
+	if (ring_bytes) {
+		err = bpf_map__set_max_entries(bpf_object__find_map_by_name(obj, "events"), ring_bytes);
+		if (err) {
+			fprintf(stderr, "floor-consumer: ring size %lu: %s\n", ring_bytes, strerror(-err));
+			return 1;
+		}
+	}
+	err = set_rodata_bool(obj, "use_wakeup", wakeup);
+	if (err) {
+		fprintf(stderr, "floor-consumer: cannot set use_wakeup: %s\n", strerror(-err));
+		return 1;
+	}
+	err = bpf_object__load(obj);
+	if (err) {
+		fprintf(stderr, "floor-consumer: load: %s\n", strerror(-err));
+		return 1;
+	}
+	bpf_object__for_each_program(prog, obj) {
+		if (!bpf_program__autoload(prog))
+			continue;
+		struct bpf_link *l = bpf_program__attach(prog);
+		if (!l) {
+			fprintf(stderr, "floor-consumer: attach %s: %s\n", bpf_program__section_name(prog),
+				strerror(errno));
+			return 1;
+		}
+		if (n_links < 16)
+			links[n_links++] = l;
+	}
+
+	int rb_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "events"));
+	int cnt_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "counters"));
+	struct ring_buffer *rb = ring_buffer__new(rb_fd, on_record, NULL, NULL);
+	if (!rb) {
+		fprintf(stderr, "floor-consumer: ring_buffer__new: %s\n", strerror(errno));
+		return 1;
+	}
+
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	fprintf(stderr, "floor-consumer: attached %d programs, draining every %u ms%s\n", n_links, drain_ms,
+		wakeup ? " (wakeup mode)" : "");
+
+	double t0 = now_s();
+	while (!stop_requested) {
+		if (wakeup) {
+			err = ring_buffer__poll(rb, (int)drain_ms);
+		} else {
+			struct timespec ts = { drain_ms / 1000, (long)(drain_ms % 1000) * 1000000L };
+
+			nanosleep(&ts, NULL); /* a signal cuts it short: fine */
+			err = ring_buffer__consume(rb);
+		}
+		if (err < 0 && err != -EINTR) {
+			fprintf(stderr, "floor-consumer: ring buffer: %s\n", strerror(-err));
+			break;
+		}
+	}
+	for (int i = 0; i < n_links; i++)
+		bpf_link__destroy(links[i]);
+	ring_buffer__consume(rb);
+	double secs = now_s() - t0;
+
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t totals[TRACKER_COUNTER_MAX] = { 0 };
+	uint64_t *vals = calloc(ncpu > 0 ? ncpu : 1, sizeof(uint64_t));
+	for (__u32 k = 0; vals && ncpu > 0 && k < TRACKER_COUNTER_MAX; k++) {
+		if (bpf_map_lookup_elem(cnt_fd, &k, vals) == 0)
+			for (int c = 0; c < ncpu; c++)
+				totals[k] += vals[c];
+	}
+	free(vals);
+
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	printf("{\"events\":%llu,\"connect\":%llu,\"accept\":%llu,\"close\":%llu,\"lost\":%llu,"
+	       "\"failedConnects\":%llu,\"connectNoPid\":%llu,\"acceptNoSock\":%llu,\"seconds\":%.3f,"
+	       "\"cpuUserMs\":%.1f,\"cpuSysMs\":%.1f}\n",
+	       (unsigned long long)n_events, (unsigned long long)n_by_type[TRACKER_EVENT_CONNECT],
+	       (unsigned long long)n_by_type[TRACKER_EVENT_ACCEPT], (unsigned long long)n_by_type[TRACKER_EVENT_CLOSE],
+	       (unsigned long long)totals[TRACKER_COUNTER_LOST],
+	       (unsigned long long)totals[TRACKER_COUNTER_FAILED_CONNECT],
+	       (unsigned long long)totals[TRACKER_COUNTER_CONNECT_NO_PID],
+	       (unsigned long long)totals[TRACKER_COUNTER_ACCEPT_NO_SOCK], secs,
+	       ru.ru_utime.tv_sec * 1e3 + ru.ru_utime.tv_usec / 1e3,
+	       ru.ru_stime.tv_sec * 1e3 + ru.ru_stime.tv_usec / 1e3);
+	fflush(stdout);
+	ring_buffer__free(rb);
+	bpf_object__close(obj);
+	return 0;
+}

@@ -1,0 +1,78 @@
+/** Starts and grows conn-holder processes (scripts/bench/conn-holder.c) until they hold N connections. */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface, type Interface } from "node:readline";
+
+interface Holder {
+  child: ChildProcess;
+  lines: Interface;
+  capacity: number;
+  held: number;
+}
+
+export class ConnectionHolders {
+  readonly #binary: string;
+  readonly #holders: Holder[] = [];
+
+  constructor(binary: string) {
+    this.#binary = binary;
+  }
+
+  get pids(): number[] {
+    return this.#holders.map((h) => h.child.pid ?? 0);
+  }
+
+  /** Brings the total of held established connections to `total`, starting holders as needed. */
+  async grow(total: number): Promise<void> {
+    let remaining = total - this.#holders.reduce((sum, h) => sum + h.held, 0);
+    for (const holder of this.#holders) {
+      if (remaining <= 0) break;
+      const add = Math.min(remaining, holder.capacity - holder.held);
+      if (add > 0) await this.#growHolder(holder, holder.held + add);
+      remaining -= add;
+    }
+    while (remaining > 0) {
+      const holder = await this.#start(this.#holders.length);
+      const add = Math.min(remaining, holder.capacity);
+      await this.#growHolder(holder, add);
+      remaining -= add;
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.#holders.map((h) => new Promise<void>((resolve) => {
+      if (h.child.exitCode !== null || h.child.signalCode !== null) return resolve();
+      h.child.once("exit", () => resolve());
+      h.child.stdin?.end();
+    })));
+    this.#holders.length = 0;
+  }
+
+  async #start(instance: number): Promise<Holder> {
+    const child = spawn(this.#binary, [String(instance)], { stdio: ["pipe", "pipe", "inherit"] });
+    const lines = createInterface({ input: child.stdout! });
+    const holder: Holder = { child, lines, capacity: 0, held: 0 };
+    this.#holders.push(holder);
+    const first = await nextLine(lines);
+    const m = /^capacity (\d+)$/.exec(first);
+    if (!m) throw new Error(`conn-holder ${instance}: ${first}`);
+    holder.capacity = Number(m[1]);
+    return holder;
+  }
+
+  async #growHolder(holder: Holder, target: number): Promise<void> {
+    holder.child.stdin!.write(`grow ${target}\n`);
+    const answer = await nextLine(holder.lines);
+    if (answer !== `ready ${target}`) throw new Error(`conn-holder: ${answer}`);
+    holder.held = target;
+  }
+}
+
+function nextLine(lines: Interface): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const onLine = (line: string) => { cleanup(); resolve(line); };
+    const onClose = () => { cleanup(); reject(new Error("conn-holder exited")); };
+    const cleanup = () => { lines.off("line", onLine); lines.off("close", onClose); };
+    lines.on("line", onLine);
+    lines.on("close", onClose);
+  });
+}

@@ -1,0 +1,71 @@
+import t from "tap";
+import { ConnectionTable } from "../../plugin/table/connection-table.ts";
+import { type Connection, connectionKey } from "../../plugin/model/connection.ts";
+import type { ConnectionChange } from "../../plugin/model/backend.ts";
+
+function conn(localPort: number, extra: Partial<Connection> = {}): Connection {
+  return {
+    localAddress: "10.0.0.1", localPort, remoteAddress: "10.0.0.2", remotePort: 80,
+    netns: 4026531840, pid: 100, comm: "curl", direction: "outgoing", closed: false, source: "ebpf", ...extra,
+  };
+}
+
+t.test("open then close publishes each change once, in order", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10 });
+  const seen: ConnectionChange[] = [];
+  table.subscribe((c) => seen.push(c));
+  t.equal(table.open(conn(1000)), "added");
+  t.equal(table.open(conn(1000)), "updated", "a repeated open is a refresh, not a second connection");
+  const closed = table.close(connectionKey(conn(1000)));
+  t.equal(closed?.closed, true);
+  t.same(seen.map((c) => [c.type, c.connection.localPort, c.connection.closed]), [["open", 1000, false], ["close", 1000, true]]);
+  t.equal(table.size, 0);
+});
+
+t.test("same four-tuple in two namespaces are two connections", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10 });
+  table.open(conn(1000, { netns: 1 }));
+  table.open(conn(1000, { netns: 2 }));
+  t.equal(table.size, 2);
+});
+
+t.test("close of an unknown connection is counted, not thrown", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10 });
+  t.equal(table.close("nope"), undefined);
+  t.equal(table.closesOfUnknown, 1);
+});
+
+t.test("a /proc refresh never erases what an event knew; an event corrects a guess", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10 });
+  table.open(conn(1000, { source: "ebpf", direction: "incoming", pid: 7, comm: "nginx" }));
+  table.open(conn(1000, { source: "procfs", direction: "unknown", pid: 0, comm: "" }));
+  const after = table.get(connectionKey(conn(1000)));
+  t.match(after, { pid: 7, comm: "nginx", direction: "incoming", source: "ebpf" });
+  table.open(conn(2000, { source: "procfs", direction: "outgoing", pid: 0, comm: "" }));
+  table.open(conn(2000, { source: "ebpf", direction: "incoming", pid: 9, comm: "srv" }));
+  t.match(table.get(connectionKey(conn(2000))), { pid: 9, direction: "incoming", source: "ebpf" });
+});
+
+t.test("the cap evicts the least recently confirmed connection and counts it", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 3 });
+  table.open(conn(1));
+  table.open(conn(2));
+  table.open(conn(3));
+  table.open(conn(1)); // confirmed again: now the freshest
+  table.open(conn(4));
+  t.equal(table.size, 3);
+  t.equal(table.evictions, 1);
+  t.notOk(table.has(connectionKey(conn(2))), "the oldest unconfirmed one left");
+  t.ok(table.has(connectionKey(conn(1))));
+});
+
+t.test("unsubscribe stops delivery", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 3 });
+  let n = 0;
+  const off = table.subscribe(() => n++);
+  table.open(conn(1));
+  off();
+  table.open(conn(2));
+  t.equal(n, 1);
+  t.equal(table.subscriberCount, 0);
+});

@@ -1,0 +1,36 @@
+import t from "tap";
+import { checkKernel, checkKernelRelease } from "../../plugin/supervisor/kernel-support.ts";
+
+// The table from Scope's TestIsKernelSupported (probe/endpoint/ebpf_test.go), plus our own edges.
+const cases: Array<[string, string, boolean]> = [
+  ["4.1", "", false],
+  ["4.4", "", true],
+  ["4.4-custom", "", true],
+  ["4.4.127", "", true],
+  ["4.4.0-119-generic", "#143-Ubuntu SMP Mon Apr 2 16:08:24 UTC 2018", false],
+  ["4.4.0-127-generic", "#153-Ubuntu SMP Sat May 19 10:58:46 UTC 2018", true],
+  ["4.4.0-116-generic", "#140-Ubuntu SMP Mon Feb 12 21:23:04 UTC 2018", true],
+  ["4.13.0-38-generic", "#43-Ubuntu SMP Wed Mar 14 15:20:44 UTC 2018", true],
+  ["4.13.0-119-generic", "#43-Ubuntu SMP Wed Apr 1 00:00:00 UTC 2018", true],
+  ["4.3.0", "", false],
+  ["4.4.0-121-generic", "#145-Ubuntu SMP Fri Apr 13 13:47:23 UTC 2018", false],
+  ["4.4.0-126-generic", "#152-Ubuntu SMP", false],
+  ["4.4.0-121-generic", "#1 SMP Debian", true],
+  ["3.10.0-1160.el7.x86_64", "#1 SMP", false],
+  ["6.18.44", "#1 SMP PREEMPT_DYNAMIC", true],
+  ["garbage", "", false],
+];
+
+for (const [release, version, supported] of cases) {
+  t.test(`${release} ${version || "(no version)"} -> ${supported ? "supported" : "refused"}`, async (t) => {
+    const verdict = checkKernelRelease(release, version);
+    t.equal(verdict.supported, supported);
+    if (!verdict.supported) t.ok(verdict.reason.length > 0, "a refusal says why");
+  });
+}
+
+t.test("a kernel without BTF is refused with the reason", async (t) => {
+  const verdict = checkKernel({ release: "6.1.0", version: "", btfPresent: false });
+  t.equal(verdict.supported, false);
+  t.match(verdict.supported ? "" : verdict.reason, /BTF/);
+});

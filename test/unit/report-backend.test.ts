@@ -1,0 +1,70 @@
+import t from "tap";
+import { ConnectionTable } from "../../plugin/table/connection-table.ts";
+import { createReportBackend } from "../../plugin/table/report-backend.ts";
+import { type Connection, connectionKey } from "../../plugin/model/connection.ts";
+import { emptyCounters } from "../../plugin/model/status.ts";
+
+const status = () => ({ source: "ebpf" as const, sinceMs: 0, reason: "test", counters: emptyCounters() });
+
+function conn(localPort: number): Connection {
+  return { localAddress: "10.0.0.1", localPort, remoteAddress: "10.0.0.2", remotePort: 80, netns: 1, pid: 1, comm: "c", direction: "outgoing", closed: false, source: "ebpf" };
+}
+
+t.test("each client sees every connection closed since its last report exactly once", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 100 });
+  const backend = createReportBackend(table, status);
+  t.equal(backend.report("a").firstReport, true);
+  t.equal(backend.report("b").firstReport, true);
+  table.open(conn(1));
+  table.open(conn(2));
+  table.close(connectionKey(conn(2)));
+  // Opened and closed between two reads: still seen, once, closed.
+  table.open(conn(3));
+  table.close(connectionKey(conn(3)));
+  const a1 = backend.report("a");
+  t.same(a1.connections.map((c) => [c.localPort, c.closed]).sort(), [[1, false], [2, true], [3, true]]);
+  const a2 = backend.report("a");
+  t.same(a2.connections.map((c) => [c.localPort, c.closed]), [[1, false]], "closed ones are not repeated");
+  const b1 = backend.report("b");
+  t.same(b1.connections.map((c) => [c.localPort, c.closed]).sort(), [[1, false], [2, true], [3, true]], "another client still gets them");
+  t.equal(backend.clientCount(), 2);
+});
+
+t.test("anonymous report returns open connections only and registers nobody", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 100 });
+  const backend = createReportBackend(table, status);
+  table.open(conn(1));
+  table.open(conn(2));
+  table.close(connectionKey(conn(2)));
+  t.same(backend.report("").connections.map((c) => c.localPort), [1]);
+  t.equal(backend.clientCount(), 0);
+});
+
+t.test("a client's closed buffer is bounded and its overflow reported to it", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 100 });
+  const backend = createReportBackend(table, status, { maxClosedPerClient: 2, clientExpiryMs: 60_000 });
+  backend.report("a");
+  for (let p = 1; p <= 5; p++) {
+    table.open(conn(p));
+    table.close(connectionKey(conn(p)));
+  }
+  const r = backend.report("a");
+  t.equal(r.connections.length, 2);
+  t.equal(r.droppedClosed, 3);
+  t.equal(backend.report("a").droppedClosed, 0, "the count is reported once");
+});
+
+t.test("idle clients expire and stop accumulating", async (t) => {
+  let now = 0;
+  const table = new ConnectionTable({ maxConnections: 100 });
+  const backend = createReportBackend(table, status, { maxClosedPerClient: 10, clientExpiryMs: 1000, now: () => now });
+  backend.report("a");
+  backend.report("b");
+  now = 900;
+  backend.report("b");
+  now = 1500;
+  backend.clients.expireIdle();
+  t.equal(backend.clientCount(), 1);
+  t.equal(backend.clients.expired, 1);
+  t.equal(backend.report("a").firstReport, true, "an expired client starts over");
+});
