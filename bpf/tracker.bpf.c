@@ -279,6 +279,12 @@ static __always_inline void tuple_from_sk(struct tracker_event *e, const struct 
 {
 	e->netns = sk_netns(sk);
 	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/*
+	 * A connection reset before accept() returned has already released its port
+	 * (inet_put_port zeroes skc_num); inet_sport keeps it.
+	 */
+	if (!e->sport)
+		e->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (family == AF_INET) {
 		e->family = TRACKER_FAMILY_IPV4;

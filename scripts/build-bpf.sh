@@ -49,6 +49,6 @@ fi
 	-c "$SRC" -o "$OUT/tracker.bpf.o.tmp" || die "clang failed to compile $SRC"
 mv -f "$OUT/tracker.bpf.o.tmp" "$OUT/tracker.bpf.o"
 
-# Sanity: the object must carry BTF (CO-RE needs it) and our three programs.
+# Sanity: the object must carry BTF (CO-RE needs it).
 "$BPFTOOL" btf dump file "$OUT/tracker.bpf.o" >/dev/null 2>&1 || die "$OUT/tracker.bpf.o has no usable BTF"
 echo "build-bpf: wrote $OUT/tracker.bpf.o"

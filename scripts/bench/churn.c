@@ -2,19 +2,22 @@
 /*
  * churn: loopback TCP connection churn generator.
  *
- * P worker threads share one listener on 127.0.0.1 (or ::1 with -6); each loops
+ * P worker threads share L listeners on 127.0.0.1 (or ::1 with -6); each loops
  *   socket -> connect -> accept -> close(server side) -> close(client side)
- * as fast as it can for D seconds, then one JSON line goes to stdout:
- *   {"connections":N,"seconds":S,"connectionsPerSecond":R,"workers":P,"errors":E,
- *    "cpuUserMs":..,"cpuSysMs":..,"cpuUsPerConnection":..}
+ * round-robin over the listeners, as fast as it can for D seconds, then one JSON
+ * line goes to stdout:
+ *   {"connections":N,"seconds":S,"connectionsPerSecond":R,"workers":P,"listeners":L,
+ *    "close":"fin"|"rst","errors":E,"cpuUserMs":..,"cpuSysMs":..,"cpuUsPerConnection":..}
  * Each connection is 4 tracker events (CONNECT, ACCEPT, 2x CLOSE).
  *
  * The server side closes first so TIME_WAIT lands on the listener's 4-tuples and
- * the client's ephemeral ports are free again at once (no port exhaustion).
+ * the client's ephemeral ports are free again at once (no port exhaustion); several
+ * listener ports keep a reused client port from meeting its own TIME_WAIT twin.
+ * -r closes the server side with a RST (SO_LINGER 0): no TIME_WAIT at all.
  * The CPU figures are this process's own (user + system, which includes the BPF
- * programs that run in its syscalls).
+ * programs that run in its syscalls; softirq work is charged to whoever ran it).
  *
- * usage: churn [-d seconds] [-p workers] [-6]
+ * usage: churn [-d seconds] [-p workers] [-l listeners] [-r] [-6]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -24,6 +27,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +36,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static int listener = -1;
-static struct sockaddr_storage server_addr;
+#define MAX_LISTENERS 64
+
+static int listeners[MAX_LISTENERS];
+static struct sockaddr_storage server_addrs[MAX_LISTENERS];
 static socklen_t server_len;
+static int n_listeners = 16;
 static int family = AF_INET;
+static bool abortive;
 static atomic_bool running = true;
 static atomic_ulong total_conns, total_errors;
 
@@ -50,27 +58,35 @@ static double now_s(void)
 static void *worker(void *arg)
 {
 	unsigned long conns = 0, errors = 0;
+	unsigned k = (unsigned)(uintptr_t)arg;
+	const struct linger rst = { .l_onoff = 1, .l_linger = 0 };
 
-	(void)arg;
 	while (atomic_load_explicit(&running, memory_order_relaxed)) {
 		int c = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
+		k = (k + 1) % (unsigned)n_listeners;
 		if (c < 0) {
 			errors++;
 			continue;
 		}
-		if (connect(c, (struct sockaddr *)&server_addr, server_len) != 0) {
+		if (connect(c, (struct sockaddr *)&server_addrs[k], server_len) != 0) {
 			errors++;
 			close(c);
 			continue;
 		}
-		/* Another worker may take our connection and we theirs: same count. */
-		int a = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+		/*
+		 * Another worker may take our connection and we theirs: same count. Every
+		 * accept on listener k follows a connect to k, so it never waits for long.
+		 */
+		int a = accept4(listeners[k], NULL, NULL, SOCK_CLOEXEC);
 
-		if (a < 0)
+		if (a < 0) {
 			errors++;
-		else
+		} else {
+			if (abortive)
+				setsockopt(a, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
 			close(a);
+		}
 		close(c);
 		conns++;
 	}
@@ -84,47 +100,53 @@ int main(int argc, char **argv)
 	double duration = 5;
 	int workers = 2, opt;
 
-	while ((opt = getopt(argc, argv, "d:p:6")) != -1) {
+	while ((opt = getopt(argc, argv, "d:p:l:r6")) != -1) {
 		switch (opt) {
 		case 'd': duration = atof(optarg); break;
 		case 'p': workers = atoi(optarg); break;
+		case 'l': n_listeners = atoi(optarg); break;
+		case 'r': abortive = true; break;
 		case '6': family = AF_INET6; break;
 		default:
-			fprintf(stderr, "usage: %s [-d seconds] [-p workers] [-6]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-d seconds] [-p workers] [-l listeners] [-r] [-6]\n", argv[0]);
 			return 2;
 		}
 	}
-	if (workers < 1 || workers > 1024 || duration <= 0) {
-		fprintf(stderr, "churn: bad -p or -d\n");
+	if (workers < 1 || workers > 1024 || duration <= 0 || n_listeners < 1 || n_listeners > MAX_LISTENERS) {
+		fprintf(stderr, "churn: bad -p, -l or -d\n");
 		return 2;
 	}
 
-	listener = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (listener < 0) {
-		perror("churn: socket");
-		return 1;
-	}
-	int one = 1;
-	setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	memset(&server_addr, 0, sizeof(server_addr));
-	if (family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&server_addr;
+	for (int i = 0; i < n_listeners; i++) {
+		int one = 1;
+		struct sockaddr_storage *sa = &server_addrs[i];
 
-		sin->sin_family = AF_INET;
-		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		server_len = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&server_addr;
+		listeners[i] = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (listeners[i] < 0) {
+			perror("churn: socket");
+			return 1;
+		}
+		setsockopt(listeners[i], SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		memset(sa, 0, sizeof(*sa));
+		if (family == AF_INET) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)sa;
 
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_addr = in6addr_loopback;
-		server_len = sizeof(*sin6);
-	}
-	if (bind(listener, (struct sockaddr *)&server_addr, server_len) != 0 ||
-	    listen(listener, 4096) != 0 ||
-	    getsockname(listener, (struct sockaddr *)&server_addr, &server_len) != 0) {
-		perror("churn: listen");
-		return 1;
+			sin->sin_family = AF_INET;
+			sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			server_len = sizeof(*sin);
+		} else {
+			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)sa;
+
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_addr = in6addr_loopback;
+			server_len = sizeof(*sin6);
+		}
+		if (bind(listeners[i], (struct sockaddr *)sa, server_len) != 0 ||
+		    listen(listeners[i], 4096) != 0 ||
+		    getsockname(listeners[i], (struct sockaddr *)sa, &server_len) != 0) {
+			perror("churn: listen");
+			return 1;
+		}
 	}
 
 	pthread_t *tids = calloc((size_t)workers, sizeof(*tids));
@@ -135,7 +157,7 @@ int main(int argc, char **argv)
 	double t0 = now_s();
 
 	for (int i = 0; i < workers; i++) {
-		if (pthread_create(&tids[i], NULL, worker, NULL) != 0) {
+		if (pthread_create(&tids[i], NULL, worker, (void *)(uintptr_t)i) != 0) {
 			perror("churn: pthread_create");
 			return 1;
 		}
@@ -154,10 +176,12 @@ int main(int argc, char **argv)
 	unsigned long conns = atomic_load(&total_conns);
 
 	printf("{\"connections\":%lu,\"seconds\":%.3f,\"connectionsPerSecond\":%.0f,\"workers\":%d,"
-	       "\"errors\":%lu,\"cpuUserMs\":%.1f,\"cpuSysMs\":%.1f,\"cpuUsPerConnection\":%.2f}\n",
-	       conns, secs, conns / secs, workers, atomic_load(&total_errors), user_ms, sys_ms,
-	       conns ? (user_ms + sys_ms) * 1e3 / conns : 0.0);
-	close(listener);
+	       "\"listeners\":%d,\"close\":\"%s\",\"errors\":%lu,\"cpuUserMs\":%.1f,\"cpuSysMs\":%.1f,"
+	       "\"cpuUsPerConnection\":%.2f}\n",
+	       conns, secs, conns / secs, workers, n_listeners, abortive ? "rst" : "fin",
+	       atomic_load(&total_errors), user_ms, sys_ms, conns ? (user_ms + sys_ms) * 1e3 / conns : 0.0);
+	for (int i = 0; i < n_listeners; i++)
+		close(listeners[i]);
 	free(tids);
 	return 0;
 }

@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "bpf_session.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <linux/types.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "libbpf_log.h"
+#include "../../bpf/tracker.h"  // enum tracker_counter
+
+namespace scope_tracker {
+namespace {
+
+constexpr const char* kVmlinuxBtf = "/sys/kernel/btf/vmlinux";
+constexpr const char* kTracefs = "/sys/kernel/tracing";
+constexpr const char* kDebugfsTracing = "/sys/kernel/debug/tracing";
+constexpr const char* kRequiredTracepoint = "sock/inet_sock_set_state";
+
+static_assert(TRACKER_COUNTER_MAX == 4, "Counters has one slot per enum tracker_counter");
+
+// strerror, plus libbpf's own codes (LIBBPF_ERRNO__*, 4000 and up).
+std::string ErrnoText(int err) {
+  char buf[256];
+  if (libbpf_strerror(err, buf, sizeof(buf)) == 0) return buf;
+  return std::strerror(err);
+}
+
+bool DirExists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string WithLog(std::string message) {
+  std::string tail = LibbpfLogTail();
+  if (!tail.empty()) message += "\n" + tail;
+  return message;
+}
+
+// libbpf resolves tracepoint ids through tracefs, which a fresh machine may not
+// have mounted. Returns the events/ directory, mounting tracefs if needed.
+std::string EnsureTracefs() {
+  const std::string tracefs_events = std::string(kTracefs) + "/events";
+  if (DirExists(tracefs_events)) return tracefs_events;
+  if (errno == EACCES) {
+    throw BpfError(kErrPermission, "cannot read " + tracefs_events + ": " + ErrnoText(EACCES));
+  }
+  const std::string debugfs_events = std::string(kDebugfsTracing) + "/events";
+  if (DirExists(debugfs_events)) return debugfs_events;
+  if (!DirExists(kTracefs)) {
+    throw BpfError(kErrAttach, std::string("tracefs is not available: ") + kTracefs +
+                                   " does not exist (kernel built without tracing support?)");
+  }
+  if (mount("tracefs", kTracefs, "tracefs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+    int err = errno;
+    throw BpfError(kErrAttach, std::string("tracefs is not mounted at ") + kTracefs +
+                                   " and mounting it failed: " + ErrnoText(err) +
+                                   " (mount it first: mount -t tracefs tracefs " + kTracefs + ")");
+  }
+  if (!DirExists(tracefs_events)) {
+    throw BpfError(kErrAttach, std::string("tracefs mounted at ") + kTracefs + " but has no events/ directory");
+  }
+  return tracefs_events;
+}
+
+// "tracepoint/sock/inet_sock_set_state" -> "sock/inet_sock_set_state"; "" if not a tracepoint.
+std::string TracepointOf(const char* section) {
+  static const char* const kPrefixes[] = {"tracepoint/", "tp/"};
+  for (const char* prefix : kPrefixes) {
+    size_t n = std::strlen(prefix);
+    if (std::strncmp(section, prefix, n) == 0) return section + n;
+  }
+  return "";
+}
+
+// Sets a one-byte `const volatile` global in .rodata by name (there is no skeleton:
+// the object is loaded from a path at run time, so find the variable through BTF).
+void SetRodataBool(bpf_object* obj, const char* name, bool value, const std::string& path) {
+  bpf_map* map = bpf_object__find_map_by_name(obj, ".rodata");
+  const btf* btf = bpf_object__btf(obj);
+  size_t size = 0;
+  const void* init = map ? bpf_map__initial_value(map, &size) : nullptr;
+  int sec_id = btf ? btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC) : -1;
+  if (init && sec_id > 0) {
+    const btf_type* sec = btf__type_by_id(btf, sec_id);
+    const btf_var_secinfo* vs = btf_var_secinfos(sec);
+    for (int i = 0; i < btf_vlen(sec); i++, vs++) {
+      const btf_type* var = btf__type_by_id(btf, vs->type);
+      if (std::strcmp(btf__name_by_offset(btf, var->name_off), name) != 0) continue;
+      if (vs->offset + 1 > size) break;
+      std::vector<char> data(static_cast<const char*>(init), static_cast<const char*>(init) + size);
+      data[vs->offset] = value ? 1 : 0;
+      int err = bpf_map__set_initial_value(map, data.data(), data.size());
+      if (err) throw BpfError(kErrObject, WithLog(path + ": cannot set " + name + ": " + ErrnoText(-err)));
+      return;
+    }
+  }
+  throw BpfError(kErrObject, path + ": no `const volatile bool " + name + "` in .rodata (object built from another source?)");
+}
+
+// Can this process load BPF programs at all? Load a two-instruction tracepoint
+// program so a permission problem is reported as such, before tracefs or the
+// verifier get a chance to fail with a less direct error.
+void CheckBpfPermission() {
+  const bpf_insn insns[] = {
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0},  // r0 = 0
+      {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},                   // exit
+  };
+  int fd = bpf_prog_load(BPF_PROG_TYPE_TRACEPOINT, "scope_probe", "GPL", insns, 2, nullptr);
+  if (fd >= 0) {
+    close(fd);
+    return;
+  }
+  int err = errno;
+  if (err == EPERM || err == EACCES) {
+    throw BpfError(kErrPermission, "bpf() refused to load a tracepoint program: " + ErrnoText(err) +
+                                       " (needs root, or CAP_BPF and CAP_PERFMON; see also "
+                                       "kernel.unprivileged_bpf_disabled and kernel lockdown)");
+  }
+  if (err == ENOSYS) throw BpfError(kErrPermission, "bpf() is not available: " + ErrnoText(err));
+  // Anything else is left to the real load, which reports it with libbpf's log.
+}
+
+}  // namespace
+
+std::unique_ptr<BpfSession> BpfSession::Open(const BpfOptions& options) {
+  InstallLibbpfLog();
+  ClearLibbpfLog();
+  const std::string& path = options.object_path;
+
+  if (access(kVmlinuxBtf, R_OK) != 0) {
+    int err = errno;
+    if (err == EACCES || err == EPERM) {
+      throw BpfError(kErrPermission, std::string("cannot read kernel BTF ") + kVmlinuxBtf + ": " + ErrnoText(err));
+    }
+    throw BpfError(kErrNoBtf, std::string("kernel BTF ") + kVmlinuxBtf + " is missing (" + ErrnoText(err) +
+                                  "): the kernel needs CONFIG_DEBUG_INFO_BTF=y for the CO-RE object to load");
+  }
+
+  {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      throw BpfError(kErrObject, "cannot open BPF object " + path + ": " + ErrnoText(err) +
+                                     (err == ENOENT ? " (run scripts/build-bpf.sh)" : ""));
+    }
+    struct stat st;
+    bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    close(fd);
+    if (!regular) throw BpfError(kErrObject, "BPF object " + path + " is not a regular file");
+  }
+
+  CheckBpfPermission();
+  const std::string events_dir = EnsureTracefs();
+
+  std::unique_ptr<BpfSession> session(new BpfSession());
+  session->obj_ = bpf_object__open_file(path.c_str(), nullptr);
+  if (!session->obj_) {
+    int err = errno;
+    throw BpfError(kErrObject, WithLog("cannot open BPF object " + path + ": " + ErrnoText(err)));
+  }
+  bpf_object* obj = session->obj_;
+
+  // Pick the programs this kernel supports: a program whose tracepoint does not
+  // exist is not loaded; the state-change tracepoint is required.
+  bool have_required = false;
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    std::string tp = TracepointOf(bpf_program__section_name(prog));
+    bool exists = !tp.empty() && DirExists(events_dir + "/" + tp);
+    if (tp == kRequiredTracepoint) {
+      if (!exists) {
+        throw BpfError(kErrAttach, "attach tracepoint " + tp + ": " + ErrnoText(ENOENT) + " (no " + events_dir +
+                                       "/" + tp + ")");
+      }
+      have_required = true;
+    }
+    if (!exists) bpf_program__set_autoload(prog, false);
+  }
+  if (!have_required) {
+    throw BpfError(kErrObject, path + " has no program for tracepoint/" + kRequiredTracepoint);
+  }
+
+  bpf_map* events = bpf_object__find_map_by_name(obj, "events");
+  bpf_map* counters = bpf_object__find_map_by_name(obj, "counters");
+  if (!events || !counters) throw BpfError(kErrObject, path + " lacks the \"events\" or \"counters\" map");
+  if (options.ring_buffer_bytes) {
+    int err = bpf_map__set_max_entries(events, options.ring_buffer_bytes);
+    if (err) {
+      throw BpfError(kErrLoad, WithLog("ring buffer size " + std::to_string(options.ring_buffer_bytes) + ": " +
+                                       ErrnoText(-err)));
+    }
+  }
+  SetRodataBool(obj, "use_wakeup", options.wakeup, path);
+
+  int err = -bpf_object__load(obj);
+  if (err) {
+    // The verifier also answers EACCES; only a refusal without a verifier log is a
+    // permission problem.
+    bool verifier = LibbpfLog().find("BEGIN PROG LOAD LOG") != std::string::npos;
+    if (err == EPERM || (err == EACCES && !verifier)) {
+      throw BpfError(kErrPermission, WithLog("load BPF object " + path + ": bpf() refused: " + ErrnoText(err) +
+                                             " (needs root, or CAP_BPF and CAP_PERFMON)"));
+    }
+    throw BpfError(kErrLoad, WithLog("load BPF object " + path + ": " + ErrnoText(err)));
+  }
+
+  bpf_object__for_each_program(prog, obj) {
+    if (!bpf_program__autoload(prog)) continue;
+    const char* section = bpf_program__section_name(prog);
+    bpf_link* link = bpf_program__attach(prog);
+    if (!link) {
+      int aerr = errno ? errno : EINVAL;
+      std::string message = WithLog("attach tracepoint " + TracepointOf(section) + ": " + ErrnoText(aerr));
+      throw BpfError(aerr == EPERM || aerr == EACCES ? kErrPermission : kErrAttach, message);
+    }
+    session->links_.push_back(link);
+    session->attached_names_.push_back(section);
+  }
+
+  session->events_fd_ = bpf_map__fd(events);
+  session->counters_fd_ = bpf_map__fd(counters);
+  session->ncpus_ = libbpf_num_possible_cpus();
+  if (session->ncpus_ <= 0) throw BpfError(kErrLoad, "cannot count possible CPUs: " + ErrnoText(-session->ncpus_));
+  return session;
+}
+
+BpfSession::~BpfSession() {
+  Detach();
+  if (obj_) bpf_object__close(obj_);
+}
+
+void BpfSession::Detach() {
+  for (bpf_link* link : links_) bpf_link__destroy(link);
+  links_.clear();
+}
+
+bool BpfSession::ReadCounters(Counters* out) const {
+  out->fill(0);
+  if (counters_fd_ < 0) return false;
+  std::vector<uint64_t> per_cpu(static_cast<size_t>(ncpus_));
+  for (__u32 key = 0; key < TRACKER_COUNTER_MAX; key++) {
+    if (bpf_map_lookup_elem(counters_fd_, &key, per_cpu.data()) != 0) return false;
+    for (uint64_t v : per_cpu) (*out)[key] += v;
+  }
+  return true;
+}
+
+}  // namespace scope_tracker

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: Apache-2.0
+// Loading, attaching and reading the kernel side (build/tracker.bpf.o) with libbpf.
+// No Node-API here: errors are BpfError{code, message}, turned into JS errors by tracker.cc.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+struct bpf_object;
+struct bpf_link;
+
+namespace scope_tracker {
+
+// Error codes surfaced as err.code in JS.
+inline constexpr const char* kErrPermission = "ERR_BPF_PERMISSION";
+inline constexpr const char* kErrNoBtf = "ERR_BPF_NO_BTF";
+inline constexpr const char* kErrObject = "ERR_BPF_OBJECT";
+inline constexpr const char* kErrLoad = "ERR_BPF_LOAD";
+inline constexpr const char* kErrAttach = "ERR_BPF_ATTACH";
+
+class BpfError : public std::runtime_error {
+ public:
+  BpfError(const char* code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  const char* code() const { return code_; }
+
+ private:
+  const char* code_;
+};
+
+struct BpfOptions {
+  std::string object_path;
+  uint32_t ring_buffer_bytes = 0;  // 0: keep the object's default (4 MiB)
+  bool wakeup = false;             // sets `use_wakeup` in .rodata
+};
+
+// Summed over CPUs; indexes are enum tracker_counter.
+using Counters = std::array<uint64_t, 4>;
+
+class BpfSession {
+ public:
+  // Opens, loads and attaches; throws BpfError. Mounts tracefs if needed.
+  static std::unique_ptr<BpfSession> Open(const BpfOptions& options);
+  ~BpfSession();
+  BpfSession(const BpfSession&) = delete;
+  BpfSession& operator=(const BpfSession&) = delete;
+
+  int events_fd() const { return events_fd_; }
+  // Section names of the attached programs, e.g. "tracepoint/sock/inet_sock_set_state".
+  const std::vector<std::string>& attached() const { return attached_names_; }
+  // Reads the per-CPU counters map. Returns false if the read failed.
+  bool ReadCounters(Counters* out) const;
+  // Destroys every link (no new events); maps and programs stay until destruction.
+  void Detach();
+
+ private:
+  BpfSession() = default;
+
+  bpf_object* obj_ = nullptr;
+  std::vector<bpf_link*> links_;
+  std::vector<std::string> attached_names_;
+  int events_fd_ = -1;
+  int counters_fd_ = -1;
+  int ncpus_ = 0;
+};
+
+}  // namespace scope_tracker
