@@ -1,0 +1,59 @@
+/** Model types to the wire messages of scope.endpoint.v1, and back (for clients such as the CLI). */
+import type { Connection, Direction, SourceKind } from "../../model/connection.ts";
+import type { TrackerStatus } from "../../model/status.ts";
+import * as pb from "../../generated/endpoint_reporter.ts";
+
+const directionToWire: Record<Direction, pb.Direction> = {
+  incoming: pb.Direction.DIRECTION_INCOMING,
+  outgoing: pb.Direction.DIRECTION_OUTGOING,
+  unknown: pb.Direction.DIRECTION_UNKNOWN,
+};
+
+const sourceToWire: Record<SourceKind, pb.Source> = {
+  ebpf: pb.Source.SOURCE_EBPF,
+  procfs: pb.Source.SOURCE_PROCFS,
+};
+
+export function connectionToWire(c: Connection): pb.Connection {
+  return {
+    localAddress: c.localAddress,
+    localPort: c.localPort,
+    remoteAddress: c.remoteAddress,
+    remotePort: c.remotePort,
+    networkNamespace: c.netns,
+    pid: c.pid,
+    comm: c.comm,
+    direction: directionToWire[c.direction] ?? pb.Direction.DIRECTION_UNKNOWN,
+    closed: c.closed,
+    source: sourceToWire[c.source] ?? pb.Source.SOURCE_UNKNOWN,
+  };
+}
+
+export interface StatusExtras {
+  clients: number;
+  watchers: number;
+}
+
+export function statusToWire(s: TrackerStatus, extras: StatusExtras): pb.TrackerStatus {
+  return {
+    source: sourceToWire[s.source] ?? pb.Source.SOURCE_UNKNOWN,
+    since: new Date(s.sinceMs),
+    sinceUnixMs: s.sinceMs,
+    reason: s.reason,
+    counters: { ...s.counters },
+    clients: extras.clients,
+    watchers: extras.watchers,
+  };
+}
+
+export function directionName(d: pb.Direction): Direction {
+  if (d === pb.Direction.DIRECTION_INCOMING) return "incoming";
+  if (d === pb.Direction.DIRECTION_OUTGOING) return "outgoing";
+  return "unknown";
+}
+
+export function sourceName(s: pb.Source): SourceKind | "unknown" {
+  if (s === pb.Source.SOURCE_EBPF) return "ebpf";
+  if (s === pb.Source.SOURCE_PROCFS) return "procfs";
+  return "unknown";
+}

@@ -1,0 +1,93 @@
+/** The EndpointReporter handlers over a ReportBackend. */
+import { type ServerUnaryCall, type sendUnaryData, status as GrpcStatus } from "@grpc/grpc-js";
+import type { ReportBackend } from "../../model/backend.ts";
+import type { Logger } from "../../log.ts";
+import type {
+  ConnectionEvent,
+  EndpointReport,
+  EndpointReporterServer,
+  GetStatusRequest,
+  ReportRequest,
+  TrackerStatus,
+  WatchRequest,
+} from "../../generated/endpoint_reporter.ts";
+import type { ServerWritableStream } from "@grpc/grpc-js";
+import { connectionToWire, statusToWire } from "./convert.ts";
+import { WatchStream } from "./watch.ts";
+
+export const MAX_CLIENT_ID_LENGTH = 256;
+
+/**
+ * gRPC readers get their own namespace in the backend's client registry, so a tool can never
+ * take the closed connections buffered for a Scope probe (whose ids start with "scope:").
+ */
+export function backendClientId(clientId: string): string {
+  return clientId === "" ? "" : `grpc:${clientId}`;
+}
+
+export interface ServiceOptions {
+  backend: ReportBackend;
+  hostId: string;
+  maxWatchQueue: number;
+  watches: Set<WatchStream>;
+  log?: Logger;
+}
+
+export function createEndpointReporterService(options: ServiceOptions): EndpointReporterServer {
+  const { backend, hostId, watches, log } = options;
+  const currentStatus = (): TrackerStatus =>
+    statusToWire(backend.status(), { clients: backend.clientCount(), watchers: watches.size });
+
+  return {
+    report(call: ServerUnaryCall<ReportRequest, EndpointReport>, callback: sendUnaryData<EndpointReport>) {
+      const problem = invalidClientId(call.request.clientId);
+      if (problem !== undefined) {
+        callback({ code: GrpcStatus.INVALID_ARGUMENT, details: `ERR_BAD_REQUEST: ${problem}` });
+        return;
+      }
+      guard(callback, log, () => {
+        const result = backend.report(backendClientId(call.request.clientId));
+        return {
+          hostId,
+          connections: result.connections.map(connectionToWire),
+          status: currentStatus(),
+          droppedClosed: result.droppedClosed,
+          firstReport: result.firstReport,
+        };
+      });
+    },
+
+    watch(call: ServerWritableStream<WatchRequest, ConnectionEvent>) {
+      try {
+        const stream = new WatchStream(call, backend, { maxQueued: options.maxWatchQueue, log }, (s) => watches.delete(s));
+        if (!stream.finished) watches.add(stream);
+      } catch (error) {
+        log?.error("watch failed", { error });
+        call.emit("error", { code: GrpcStatus.INTERNAL, details: `watch failed: ${(error as Error).message}` });
+      }
+    },
+
+    getStatus(_call: ServerUnaryCall<GetStatusRequest, TrackerStatus>, callback: sendUnaryData<TrackerStatus>) {
+      guard(callback, log, currentStatus);
+    },
+  };
+}
+
+function invalidClientId(clientId: string): string | undefined {
+  if (clientId.length > MAX_CLIENT_ID_LENGTH) return `client_id is longer than ${MAX_CLIENT_ID_LENGTH} characters`;
+  // Control characters would end up in logs and status output verbatim.
+  if (/[\u0000-\u001f\u007f]/.test(clientId)) return "client_id contains control characters";
+  return undefined;
+}
+
+function guard<T>(callback: sendUnaryData<T>, log: Logger | undefined, produce: () => T): void {
+  let value: T;
+  try {
+    value = produce();
+  } catch (error) {
+    log?.error("request failed", { error });
+    callback({ code: GrpcStatus.INTERNAL, details: (error as Error).message });
+    return;
+  }
+  callback(null, value);
+}

@@ -1,0 +1,265 @@
+/**
+ * Ready-made report bodies, so that /report answers in microseconds: Scope polls every plugin one
+ * after another under one lock with a 500 ms deadline, so a slow plugin delays all of them.
+ *
+ * Bodies are rebuilt by one job at a time, in steps that let I/O run in between, no more often
+ * than `minRebuildIntervalMs` nor than a few times the last build's duration (CPU stays bounded
+ * on big tables), and only when something changed or the last build is `maxAgeMs` old.
+ *
+ * Each probe_id is its own backend client ("scope:<probe_id>") and sees every closed connection
+ * exactly once: closes pulled for a probe stay pending, and in every body built for it, until a
+ * body built after they were pulled has been served to it. A probe's first request is answered
+ * from the shared open-connections body and registers it.
+ */
+import type { ReportBackend } from "../../model/backend.ts";
+import type { Connection } from "../../model/connection.ts";
+import type { Logger } from "../../log.ts";
+import { connectionKey } from "../../model/connection.ts";
+import { EdgeDeriver, runStepsAsync } from "./endpoint-topology.ts";
+import type { NodeIdContext } from "./node-id.ts";
+import { type PluginIdentity, renderScopeReport } from "./report-json.ts";
+
+export interface ReportCacheOptions {
+  /** Least time between the starts of two rebuilds. */
+  minRebuildIntervalMs: number;
+  /** Rebuild at least this often even without changes (fresh timestamps, probe expiry). */
+  maxAgeMs: number;
+  /** A rebuild waits at least this many times the previous build's duration. */
+  buildCostFactor: number;
+  /** Probes served their own closed connections; later ones get open connections only. */
+  maxProbes: number;
+  /** A probe that has not asked for this long is forgotten (and its backend client expires). */
+  probeExpiryMs: number;
+  /** Cap on closed connections held for one probe between two of its requests. */
+  maxPendingClosed: number;
+}
+
+export const DEFAULT_REPORT_CACHE_OPTIONS: ReportCacheOptions = {
+  minRebuildIntervalMs: 500,
+  maxAgeMs: 5_000,
+  buildCostFactor: 4,
+  maxProbes: 16,
+  probeExpiryMs: 120_000,
+  maxPendingClosed: 65_536,
+};
+
+interface Pending {
+  connection: Connection;
+  /** The build that pulled it from the backend. */
+  generation: number;
+}
+
+interface ProbeState {
+  readonly probeId: string;
+  readonly clientId: string;
+  registered: boolean;
+  body: Buffer | undefined;
+  bodyGeneration: number;
+  pending: Map<string, Pending>;
+  dropped: number;
+  lastRequestMs: number;
+}
+
+export class ReportCache {
+  readonly #backend: ReportBackend;
+  readonly #identity: PluginIdentity;
+  readonly #hostId: string;
+  readonly #deriver: EdgeDeriver;
+  readonly #options: ReportCacheOptions;
+  readonly #log?: Logger;
+  readonly #now: () => number;
+  readonly #probes = new Map<string, ProbeState>();
+  #anonymous: Buffer | undefined;
+  #anonymousServed = true;
+  #generation = 0;
+  #dirty = true;
+  #job: Promise<void> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #ageTimer: NodeJS.Timeout | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #lastStartMs = -Infinity;
+  #lastDurationMs = 0;
+  #warnedFull = false;
+  #stopped = false;
+  /** Bodies rendered so far (for tests and metrics). */
+  builds = 0;
+
+  constructor(backend: ReportBackend, identity: PluginIdentity, ctx: NodeIdContext, options: Partial<ReportCacheOptions> = {}, log?: Logger, now: () => number = Date.now) {
+    this.#backend = backend;
+    this.#identity = identity;
+    this.#hostId = ctx.hostId;
+    this.#deriver = new EdgeDeriver(ctx);
+    this.#options = { ...DEFAULT_REPORT_CACHE_OPTIONS, ...options };
+    this.#log = log;
+    this.#now = now;
+  }
+
+  /** Builds the first body, then keeps bodies fresh. */
+  async start(): Promise<void> {
+    this.#unsubscribe ??= this.#backend.subscribe(() => this.#markDirty());
+    this.#ageTimer ??= setInterval(() => this.#markDirty(), this.#options.maxAgeMs);
+    this.#ageTimer.unref();
+    await this.refresh();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+    clearInterval(this.#ageTimer);
+    clearTimeout(this.#timer);
+  }
+
+  get probeCount(): number {
+    return this.#probes.size;
+  }
+
+  /** The body to serve now; never builds anything on this path. */
+  bodyFor(probeId: string | undefined): Buffer {
+    const probe = probeId === undefined ? undefined : this.#probes.get(probeId) ?? this.#register(probeId);
+    if (probe === undefined || probe.body === undefined) return this.#serveAnonymous();
+    probe.lastRequestMs = this.#now();
+    const served = probe.bodyGeneration;
+    let delivered = probe.dropped > 0;
+    probe.dropped = 0;
+    for (const [key, p] of probe.pending) {
+      if (p.generation <= served) {
+        probe.pending.delete(key);
+        delivered = true;
+      }
+    }
+    // Rebuild so that the next request does not get the delivered closes again.
+    if (delivered) this.#markDirty();
+    return probe.body;
+  }
+
+  /** Rebuilds every body from the backend now (after any build in progress). */
+  async refresh(): Promise<void> {
+    while (this.#job !== undefined) await this.#job;
+    if (this.#stopped) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#job = this.#build().finally(() => {
+      this.#job = undefined;
+      if (this.#dirty) this.#schedule();
+    });
+    await this.#job;
+  }
+
+  #serveAnonymous(): Buffer {
+    if (!this.#anonymousServed) {
+      this.#anonymousServed = true;
+      this.#markDirty();
+    }
+    // Only before the first build completes; start() awaits that build.
+    return this.#anonymous ?? Buffer.from("{}");
+  }
+
+  #register(probeId: string): ProbeState | undefined {
+    if (this.#probes.size >= this.#options.maxProbes) {
+      if (!this.#warnedFull) this.#log?.warn("too many Scope probes; later ones get open connections only", { maxProbes: this.#options.maxProbes });
+      this.#warnedFull = true;
+      return undefined;
+    }
+    const probe: ProbeState = {
+      probeId,
+      clientId: `scope:${probeId}`,
+      registered: false,
+      body: undefined,
+      bodyGeneration: 0,
+      pending: new Map(),
+      dropped: 0,
+      lastRequestMs: this.#now(),
+    };
+    this.#probes.set(probeId, probe);
+    // Register with the backend right after this response, so that closes from now on are kept.
+    setImmediate(() => this.#safe(() => this.#pull(probe)));
+    this.#markDirty();
+    return probe;
+  }
+
+  /** Takes this probe's closes from the backend into its pending set. */
+  #pull(probe: ProbeState, generation = this.#generation): void {
+    if (this.#stopped || this.#probes.get(probe.probeId) !== probe) return;
+    const report = this.#backend.report(probe.clientId);
+    probe.registered = true;
+    for (const c of report.connections) {
+      if (!c.closed) continue;
+      const key = connectionKey(c);
+      if (probe.pending.has(key) || probe.pending.size < this.#options.maxPendingClosed) probe.pending.set(key, { connection: c, generation });
+      else probe.dropped++;
+    }
+    probe.dropped += report.droppedClosed;
+  }
+
+  async #build(): Promise<void> {
+    const started = this.#now();
+    this.#lastStartMs = started;
+    this.#dirty = false;
+    const generation = ++this.#generation;
+    this.#expireProbes();
+    // Everything is taken from the backend at once, so one build sees one state of the table.
+    const open = this.#backend.openConnections();
+    const status = this.#backend.status();
+    const clients = this.#backend.clientCount();
+    const jobs: Array<{ probe?: ProbeState; closed: Connection[]; dropped: number }> = [];
+    if (this.#anonymous === undefined || this.#anonymousServed) jobs.push({ closed: [], dropped: 0 });
+    this.#anonymousServed = false;
+    for (const probe of this.#probes.values()) {
+      this.#pull(probe, generation);
+      if (!probe.registered) continue;
+      jobs.push({ probe, closed: [...probe.pending.values()].map((p) => p.connection), dropped: probe.dropped });
+    }
+    let shared: Buffer | undefined;
+    for (const job of jobs) {
+      if (this.#stopped) return;
+      let body: Buffer;
+      if (job.closed.length === 0 && job.dropped === 0 && shared !== undefined) {
+        body = shared;
+      } else {
+        const text = await runStepsAsync(renderScopeReport(this.#identity, this.#deriver, this.#hostId, {
+          open, closed: job.closed, droppedClosed: job.dropped, status, clients, now: new Date(started),
+        }));
+        body = Buffer.from(text);
+        this.builds++;
+        if (job.closed.length === 0 && job.dropped === 0) shared = body;
+      }
+      if (job.probe === undefined) {
+        this.#anonymous = body;
+      } else {
+        job.probe.body = body;
+        job.probe.bodyGeneration = generation;
+      }
+    }
+    this.#lastDurationMs = this.#now() - started;
+  }
+
+  #markDirty(): void {
+    this.#dirty = true;
+    if (this.#job === undefined) this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#timer !== undefined || this.#stopped) return;
+    const gap = Math.max(this.#options.minRebuildIntervalMs, this.#options.buildCostFactor * this.#lastDurationMs);
+    const wait = Math.max(0, this.#lastStartMs + gap - this.#now());
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.refresh().catch((error) => this.#log?.error("building the Scope report failed; serving the previous one", { error }));
+    }, wait);
+    this.#timer.unref();
+  }
+
+  #expireProbes(): void {
+    const oldest = this.#now() - this.#options.probeExpiryMs;
+    for (const [id, probe] of this.#probes) if (probe.lastRequestMs < oldest) this.#probes.delete(id);
+  }
+
+  #safe(action: () => void): void {
+    try {
+      action();
+    } catch (error) {
+      this.#log?.error("pulling closed connections for a Scope probe failed", { error });
+    }
+  }
+}
