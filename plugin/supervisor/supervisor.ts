@@ -2,9 +2,11 @@
  * Picks the live source and switches it, never losing an open connection: the table outlives every
  * source. Policy (Scope's, without its data loss):
  * - eBPF first (unless configured otherwise or refused up front); any load/attach failure falls back at once;
- * - a loss is healed by an immediate /proc reconcile; a second loss within a minute is a death;
- * - a death restarts and re-seeds the tracker if the previous death was over a minute ago, otherwise
- *   /proc takes over and eBPF is retried with a growing back-off.
+ * - a loss is healed by an immediate /proc reconcile; a second loss within a minute means the host
+ *   produces more than the ring can carry, so /proc takes over at once;
+ * - any other death restarts and re-seeds the tracker if the previous death was over a minute ago,
+ *   otherwise /proc takes over;
+ * - while on /proc, eBPF is retried with a growing back-off.
  */
 import { EbpfTracker, type EbpfTrackerOptions } from "../ebpf/ebpf-tracker.ts";
 import { describeError, PluginError } from "../errors.ts";
@@ -162,20 +164,21 @@ export class Supervisor {
     this.#lastLossMs = now;
     this.#log.warn("eBPF events lost", { count, repeated });
     if (repeated) {
-      void this.#onDeath(`events lost twice within ${this.#options.deathWindowMs} ms (${count} this time)`);
+      // Loss that a reconcile did not prevent is load, not a broken tracker: a restart would lose again.
+      void this.#onDeath(`events lost twice within ${this.#options.deathWindowMs} ms (${count} this time)`, false);
       return;
     }
     void this.reconcileNow().catch((e) => this.#log.warn("healing reconcile failed", { error: describeError(e) }));
   }
 
-  async #onDeath(why: string): Promise<void> {
+  async #onDeath(why: string, restartable = true): Promise<void> {
     if (this.#stopped || this.#tracker === undefined) return;
     this.#stopTracker();
     const now = this.#now();
     const recent = now - this.#lastDeathMs < this.#options.deathWindowMs;
     this.#lastDeathMs = now;
-    this.#log.error("eBPF tracker died", { why, recent });
-    if (!recent) {
+    this.#log.error("eBPF tracker died", { why, recent, restartable });
+    if (restartable && !recent) {
       this.#counters.restarts++;
       try {
         await this.#runEbpf(`restarted after death: ${why}`);
@@ -183,7 +186,7 @@ export class Supervisor {
       } catch (error) {
         why = `${why}; restart failed: ${describeError(error)}`;
       }
-    } else {
+    } else if (recent) {
       why = `died twice within ${this.#options.deathWindowMs} ms: ${why}`;
     }
     if (this.#options.source === "ebpf") {

@@ -1,0 +1,76 @@
+/**
+ * The plugin process: the tracker stack, then its servers. SIGTERM/SIGINT stop accepting, finish
+ * what is in flight, detach BPF, remove the sockets and exit 0 within 2 s.
+ */
+import { parseConfig } from "./config.ts";
+import { describeError, errorCode } from "./errors.ts";
+import { createLogger } from "./log.ts";
+import { startTrackerStack } from "./plugin.ts";
+import { grpcListens } from "./servers/grpc/listen-config.ts";
+import { startGrpcServer } from "./servers/grpc/server.ts";
+import { startMetricsServer } from "./servers/metrics.ts";
+import { startScopePlugin } from "./servers/scope/plugin-server.ts";
+
+const SHUTDOWN_DEADLINE_MS = 2000;
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = parseConfig(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`${describeError(error)}\n`);
+    process.exit(64);
+  }
+  const log = createLogger(config.logLevel, { service: "endpoint-reporter" });
+  const listens = grpcListens(config);
+  const stack = await startTrackerStack(config, log);
+  const closers: Array<() => Promise<void>> = [];
+  let backend = stack.backend as import("./model/backend.ts").ReportBackend;
+  try {
+    if (config.metricsListen !== "") {
+      const metrics = await startMetricsServer(config.metricsListen, backend, log.child({ component: "metrics" }));
+      backend = metrics.backend;
+      closers.push(() => metrics.close());
+      log.info("metrics listening", { address: metrics.address });
+    }
+    if (listens.length > 0) {
+      const grpc = await startGrpcServer({ backend, hostId: config.hostId, listen: listens, log: log.child({ component: "grpc" }) });
+      closers.push(() => grpc.close());
+      log.info("gRPC listening", { addresses: grpc.addresses });
+    }
+    if (config.scopePlugin) {
+      const scope = await startScopePlugin({ backend, hostId: config.hostId, root: config.pluginsRoot, id: config.pluginId, log: log.child({ component: "scope-plugin" }) });
+      closers.push(() => scope.close());
+      log.info("Scope plugin listening", { socket: scope.socketPath });
+    }
+  } catch (error) {
+    log.error("server failed to start", { error: describeError(error) });
+    await Promise.allSettled(closers.map((close) => close()));
+    await stack.stop();
+    process.exit(1);
+  }
+  const status = stack.supervisor.status();
+  log.info("ready", { source: status.source, reason: status.reason, hostId: config.hostId });
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { signal });
+    setTimeout(() => {
+      log.error("shutdown deadline passed, exiting anyway", { deadlineMs: SHUTDOWN_DEADLINE_MS });
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS).unref();
+    await Promise.allSettled(closers.map((close) => close()));
+    await stack.stop();
+    log.info("stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+main().catch((error) => {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: "error", msg: "fatal", code: errorCode(error), error: describeError(error) })}\n`);
+  process.exit(1);
+});

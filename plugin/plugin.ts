@@ -1,0 +1,82 @@
+/**
+ * The composition root: one table, the supervisor that feeds it, the backend the servers read.
+ * Servers are attached by plugin/main.ts; tests build the same stack without them.
+ */
+import type { Config } from "./config.ts";
+import type { Logger } from "./log.ts";
+import type { ReportBackend } from "./model/backend.ts";
+import { heuristicDirection, scanProc } from "./procfs/index.ts";
+import { readKernelFacts } from "./supervisor/kernel-support.ts";
+import { Supervisor, defaultPolicy } from "./supervisor/supervisor.ts";
+import { ConnectionTable } from "./table/connection-table.ts";
+import { createReportBackend } from "./table/report-backend.ts";
+
+export interface TrackerStack {
+  table: ConnectionTable;
+  supervisor: Supervisor;
+  backend: ReturnType<typeof createReportBackend>;
+  stop(): Promise<void>;
+}
+
+export type StackConfig = Pick<Config,
+  | "source" | "procRoot" | "btfPath" | "maxConnections" | "maxClosedPerClient" | "clientExpiryMs" | "ringBufferBytes"
+  | "drainIntervalMs" | "holdBackMs" | "reconcileIntervalMs" | "procPollIntervalMs" | "deathWindowMs" | "ebpfRetryMs" | "debugBpfStopFile"
+> & { kernelOverride?: { release: string; version: string } };
+
+export const defaultStackConfig: StackConfig = {
+  source: "auto",
+  procRoot: "/proc",
+  btfPath: "/sys/kernel/btf/vmlinux",
+  maxConnections: 65_536,
+  maxClosedPerClient: 65_536,
+  clientExpiryMs: 120_000,
+  ringBufferBytes: 4 * 1024 * 1024,
+  drainIntervalMs: 20,
+  holdBackMs: 50,
+  reconcileIntervalMs: defaultPolicy.reconcileIntervalMs,
+  procPollIntervalMs: defaultPolicy.procPollIntervalMs,
+  deathWindowMs: defaultPolicy.deathWindowMs,
+  ebpfRetryMs: defaultPolicy.firstRetryMs,
+  debugBpfStopFile: "",
+};
+
+export async function startTrackerStack(config: StackConfig, log: Logger): Promise<TrackerStack> {
+  const table = new ConnectionTable({ maxConnections: config.maxConnections });
+  let supervisor: Supervisor | undefined;
+  const backend = createReportBackend(table, () => supervisor!.status(), {
+    maxClosedPerClient: config.maxClosedPerClient,
+    clientExpiryMs: config.clientExpiryMs,
+  });
+  const kernel = { ...readKernelFacts(config.procRoot, config.btfPath), ...config.kernelOverride };
+  supervisor = new Supervisor(table, {
+    source: config.source,
+    kernel,
+    ebpf: {
+      ringBufferBytes: config.ringBufferBytes,
+      drainIntervalMs: config.drainIntervalMs,
+      holdBackMs: config.holdBackMs,
+      debugKillFile: config.debugBpfStopFile || undefined,
+    },
+    scan: async () => (await scanProc({ procRoot: config.procRoot })).connections,
+    heuristic: heuristicDirection,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+    procPollIntervalMs: config.procPollIntervalMs,
+    deathWindowMs: config.deathWindowMs,
+    firstRetryMs: config.ebpfRetryMs,
+    maxRetryMs: defaultPolicy.maxRetryMs,
+  }, log.child({ component: "supervisor" }));
+  await supervisor.start();
+  const expiry = setInterval(() => backend.clients.expireIdle(), Math.max(1000, Math.floor(config.clientExpiryMs / 4)));
+  expiry.unref?.();
+  return {
+    table,
+    supervisor,
+    backend,
+    async stop() {
+      clearInterval(expiry);
+      await supervisor!.stop();
+    },
+  };
+}
+
+export type { ReportBackend };

@@ -1,0 +1,84 @@
+/**
+ * Optional Prometheus endpoint (prom-client): the tracker's status as metrics, collected on scrape,
+ * plus the latency of every report served, by caller kind (grpc, scope, anonymous).
+ */
+import { createServer, type Server } from "node:http";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { ReportBackend } from "../model/backend.ts";
+import type { Logger } from "../log.ts";
+import { parseHostPort } from "./grpc/listen-config.ts";
+
+export interface MetricsHandle {
+  readonly address: string;
+  /** The backend, wrapped so that every report's latency is observed. */
+  readonly backend: ReportBackend;
+  close(): Promise<void>;
+}
+
+export function createMetrics(backend: ReportBackend): { registry: Registry; backend: ReportBackend } {
+  const registry = new Registry();
+  const status = () => backend.status();
+  const counterFrom = (name: string, help: string, read: (s: ReturnType<typeof status>) => number) =>
+    new Counter({ name, help, registers: [registry], collect() { this.reset(); this.inc(read(status())); } });
+  counterFrom("endpoint_reporter_events_total", "Kernel events received", (s) => s.counters.events);
+  counterFrom("endpoint_reporter_events_lost_total", "Kernel events lost (ring buffer full)", (s) => s.counters.lost);
+  counterFrom("endpoint_reporter_restarts_total", "eBPF tracker restarts", (s) => s.counters.restarts);
+  counterFrom("endpoint_reporter_fallbacks_total", "Switches to /proc scanning", (s) => s.counters.fallbacks);
+  counterFrom("endpoint_reporter_reconcile_added_total", "Connections added by /proc reconcile", (s) => s.counters.reconcileAdded);
+  counterFrom("endpoint_reporter_reconcile_removed_total", "Connections removed by /proc reconcile", (s) => s.counters.reconcileRemoved);
+  counterFrom("endpoint_reporter_evictions_total", "Connections evicted by the table cap", (s) => s.counters.evictions);
+  new Gauge({
+    name: "endpoint_reporter_source", help: "1 for the live source", labelNames: ["source"], registers: [registry],
+    collect() {
+      const live = status().source;
+      for (const source of ["ebpf", "procfs"]) this.set({ source }, source === live ? 1 : 0);
+    },
+  });
+  new Gauge({ name: "endpoint_reporter_connections_tracked", help: "Open connections in the table", registers: [registry], collect() { this.set(status().counters.connectionsTracked); } });
+  new Gauge({ name: "endpoint_reporter_clients", help: "Clients holding closed-connection buffers", registers: [registry], collect() { this.set(backend.clientCount()); } });
+  const latency = new Histogram({
+    name: "endpoint_reporter_report_seconds", help: "Time to assemble a report", labelNames: ["caller"], registers: [registry],
+    buckets: [0.0005, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+  });
+  const timed: ReportBackend = {
+    ...backend,
+    report(clientId) {
+      const end = latency.startTimer({ caller: clientId === "" ? "anonymous" : clientId.split(":")[0] });
+      try {
+        return backend.report(clientId);
+      } finally {
+        end();
+      }
+    },
+  };
+  return { registry, backend: timed };
+}
+
+export async function startMetricsServer(listen: string, backend: ReportBackend, log: Logger): Promise<MetricsHandle> {
+  const { host, port } = parseHostPort(listen);
+  const { registry, backend: timed } = createMetrics(backend);
+  const server: Server = createServer((req, res) => {
+    if (req.method !== "GET" || req.url?.split("?")[0] !== "/metrics") {
+      res.writeHead(404).end();
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { "content-type": registry.contentType }).end(body),
+      (error) => {
+        log.warn("metrics collection failed", { error: String(error) });
+        res.writeHead(500).end();
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  const bound = server.address();
+  const address = typeof bound === "object" && bound !== null ? `${bound.address}:${bound.port}` : listen;
+  return {
+    address,
+    backend: timed,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}

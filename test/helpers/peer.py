@@ -1,0 +1,55 @@
+"""Real TCP peers for the kernel tests, run inside test namespaces with `ip netns exec`.
+
+serve HOST PORT MODE   MODE=hold: accept and keep every connection; MODE=close: accept and close at once.
+                       Blocks in accept() (a real blocking syscall, as old servers do). Prints "listening" once bound.
+connect HOST PORT N HOLD   open N connections one after another; HOLD=1 keeps them open until stdin closes.
+                       Prints one line per connection: "local_port" and finally "done".
+"""
+import socket
+import sys
+
+
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def serve(host, port, mode):
+    s = socket.socket(family(host), socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(4096)
+    print("listening", flush=True)
+    kept = []
+    while True:
+        conn, _ = s.accept()
+        if mode == "close":
+            conn.close()
+        else:
+            kept.append(conn)
+
+
+def connect(host, port, n, hold):
+    kept = []
+    for _ in range(n):
+        c = socket.socket(family(host), socket.SOCK_STREAM)
+        try:
+            c.connect((host, port))
+        except OSError as e:
+            print("error", e.errno, flush=True)
+            c.close()
+            continue
+        print(c.getsockname()[1], flush=True)
+        if hold:
+            kept.append(c)
+        else:
+            c.close()
+    print("done", flush=True)
+    if hold:
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        connect(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1")
