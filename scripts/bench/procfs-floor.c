@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -130,6 +131,10 @@ static int read_table(int pid, const char *name, uint64_t netns) {
   return 0;
 }
 
+static int cmp_int(const void *a, const void *b) {
+  return *(const int *)a - *(const int *)b;
+}
+
 static uint64_t link_inode(const char *link, ssize_t len, const char *prefix) {
   size_t pl = strlen(prefix);
   if (len <= (ssize_t)pl || memcmp(link, prefix, pl) != 0) return 0;
@@ -148,6 +153,7 @@ int main(int argc, char **argv) {
     pids[npids++] = atoi(e->d_name);
   }
   closedir(d);
+  qsort(pids, (size_t)npids, sizeof *pids, cmp_int);
   char path[512], link[256];
   for (int i = 0; i < npids; i++) {
     snprintf(path, sizeof path, "%s/%d/ns/net", root, pids[i]);
@@ -175,9 +181,11 @@ int main(int argc, char **argv) {
   double t2 = now_ms();
   for (hcap = 1024; hcap < nrows * 2; hcap <<= 1) {}
   hkeys = calloc((size_t)hcap, sizeof *hkeys); hvals = calloc((size_t)hcap, sizeof *hvals);
-  for (long i = 0; i < nrows; i++) hput(rows[i].inode, i);
+  long wanted = 0;
+  for (long i = 0; i < nrows; i++) if (rows[i].inode) { hput(rows[i].inode, i); wanted++; }
   long owned = 0;
-  for (int i = 0; i < npids; i++) {
+  /* Like the TypeScript scan: stop once every established socket (with an inode) has its owner. */
+  for (int i = 0; i < npids && owned < wanted; i++) {
     snprintf(path, sizeof path, "%s/%d/fd", root, pids[i]);
     int dfd = open(path, O_RDONLY | O_DIRECTORY);
     if (dfd < 0) continue;
@@ -202,8 +210,11 @@ int main(int argc, char **argv) {
     }
   }
   double t3 = now_ms();
-  printf("{\"nsMs\":%.1f,\"parseMs\":%.1f,\"fdWalkMs\":%.1f,\"totalMs\":%.1f,\"namespaces\":%d,"
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+  printf("{\"nsMs\":%.1f,\"parseMs\":%.1f,\"fdWalkMs\":%.1f,\"totalMs\":%.1f,\"cpuMs\":%.1f,\"namespaces\":%d,"
          "\"established\":%ld,\"listening\":%ld,\"owned\":%ld,\"readlinks\":%ld}\n",
-         t1 - t0, t2 - t1, t3 - t2, t3 - t0, nns, nrows, listening, owned, readlinks);
+         t1 - t0, t2 - t1, t3 - t2, t3 - t0, cpu, nns, nrows, listening, owned, readlinks);
   return 0;
 }

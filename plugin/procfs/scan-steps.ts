@@ -1,0 +1,175 @@
+/**
+ * The /proc scan as one generator of synchronous steps: it yields every few hundred syscalls so a
+ * driver (scan.ts) can either run it straight through or hand the event loop back between slices.
+ *
+ * 1. every /proc/PID/ns/net link groups the processes by network namespace;
+ * 2. net/tcp and net/tcp6 are read once per namespace, through the first of its processes that is
+ *    still there (listening ports, established rows);
+ * 3. /proc/PID/fd/* links map socket inodes to the lowest pid holding them, stopping as soon as every
+ *    established socket has an owner (socket inodes are unique host-wide, so one map serves all
+ *    namespaces, and a socket that moved to a process in another namespace is still found);
+ * 4. comm of the owners only.
+ */
+import { readdirSync, readlinkSync } from "node:fs";
+import type { Connection } from "../model/connection.ts";
+import { AddressDecoder } from "./address-decoder.ts";
+import { InodeIndex } from "./inode-index.ts";
+import { bracketedInode, isPidName } from "./links.ts";
+import { eachDirEntry, isVanished, readLink, readSmallText, readTable } from "./proc-io.ts";
+import { TcpState, TcpTableParser } from "./tcp-table.ts";
+
+export interface ProcScan {
+  /** ESTABLISHED sockets, one per local socket, in every namespace. */
+  connections: Connection[];
+  /** Listening TCP ports (IPv4 and IPv6) per network namespace inode. */
+  listening: Map<number, Set<number>>;
+  namespaces: number;
+  /** Table lines that were not well-formed rows. */
+  skippedLines: number;
+  /** Reads that failed for a reason other than the process vanishing (EACCES, bad links, ...). */
+  errors: number;
+  durationMs: number;
+}
+
+/** How many syscalls may run between two yields. */
+const STEP = 128;
+/** procfs hands out net/tcp one page per read() whatever the buffer; copies of it (fixtures) fill more. */
+const TABLE_BUFFER_BYTES = 64 * 1024;
+
+export function* scanSteps(procRoot: string, decoder: AddressDecoder): Generator<void, ProcScan> {
+  const started = performance.now();
+  const result: ProcScan = { connections: [], listening: new Map(), namespaces: 0, skippedLines: 0, errors: 0, durationMs: 0 };
+  const root = procRoot.endsWith("/") && procRoot.length > 1 ? procRoot.slice(0, -1) : procRoot;
+  const pids = listPids(root);
+  const byNamespace = yield* groupByNamespace(root, pids, result);
+  result.namespaces = byNamespace.size;
+  const byInode = new InodeIndex();
+  const buffer = new Uint8Array(TABLE_BUFFER_BYTES);
+  for (const [netns, members] of byNamespace) yield* readNamespaceTables(root, netns, members, { decoder, buffer, byInode, result });
+  const owners = yield* findOwners(root, pids, byInode, result);
+  yield* nameOwners(root, owners, result);
+  result.durationMs = performance.now() - started;
+  return result;
+}
+
+/** The only failure that fails the scan: a proc root that cannot be listed is a configuration error. */
+function listPids(root: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync(root)) if (isPidName(name)) pids.push(Number(name));
+  // Lowest pid first: the owner of a shared socket is then the oldest process holding it.
+  return pids.sort((a, b) => a - b);
+}
+
+function* groupByNamespace(root: string, pids: number[], result: ProcScan): Generator<void, Map<number, number[]>> {
+  const byNamespace = new Map<number, number[]>();
+  for (let i = 0; i < pids.length; i++) {
+    const link = readLink(`${root}/${pids[i]}/ns/net`);
+    if (link.ok) {
+      const netns = bracketedInode(link.value, "net:[");
+      if (netns === 0) result.errors++;
+      else {
+        const members = byNamespace.get(netns);
+        if (members === undefined) byNamespace.set(netns, [pids[i]]);
+        else members.push(pids[i]);
+      }
+    } else if (!link.vanished) result.errors++;
+    if (i % STEP === STEP - 1) yield;
+  }
+  return byNamespace;
+}
+
+interface TableContext {
+  decoder: AddressDecoder;
+  buffer: Uint8Array;
+  /** Socket inode -> index in result.connections. */
+  byInode: InodeIndex;
+  result: ProcScan;
+}
+
+/** net/tcp and net/tcp6 of one namespace, read through the first of its processes still there. */
+function* readNamespaceTables(root: string, netns: number, members: number[], { decoder, buffer, byInode, result }: TableContext): Generator<void, void> {
+  const listening = new Set<number>();
+  const first = result.connections.length;
+  const parser = new TcpTableParser({
+    decoder,
+    states: [TcpState.established, TcpState.listen],
+    onRow: (state, localAddress, localPort, remoteAddress, remotePort, inode) => {
+      if (state === TcpState.listen) return void listening.add(localPort);
+      // Inode 0: still in the accept queue, no process holds it yet. A table read in several
+      // syscalls can repeat a row when sockets come and go meanwhile: the first copy wins.
+      if (inode !== 0 && !byInode.add(inode, result.connections.length)) return;
+      result.connections.push({
+        localAddress, localPort, remoteAddress, remotePort, netns,
+        pid: 0, comm: "", direction: "unknown", closed: false, source: "procfs",
+      });
+    },
+  });
+  for (const pid of members) {
+    const tcp = yield* readTable(`${root}/${pid}/net/tcp`, buffer, parser);
+    if (!tcp.ok) {
+      if (tcp.vanished) continue;
+      // Every process in the namespace shows the same table: another try would fail alike.
+      result.errors++;
+      break;
+    }
+    // Absent when the host runs with IPv6 disabled.
+    const tcp6 = yield* readTable(`${root}/${pid}/net/tcp6`, buffer, parser);
+    if (!tcp6.ok && !tcp6.vanished) result.errors++;
+    break;
+  }
+  result.skippedLines += parser.skipped;
+  result.listening.set(netns, listening);
+  for (let i = first; i < result.connections.length; i++) {
+    const c = result.connections[i];
+    if (listening.has(c.localPort)) c.direction = "incoming";
+  }
+}
+
+/** Sets `pid` on every connection whose socket some process holds; returns the owner pids. */
+function* findOwners(root: string, pids: number[], byInode: InodeIndex, result: ProcScan): Generator<void, Set<number>> {
+  const owners = new Set<number>();
+  let unowned = byInode.size;
+  let sinceYield = 0;
+  for (const pid of pids) {
+    if (unowned === 0) break;
+    const base = `${root}/${pid}/fd/`;
+    let denied = false;
+    const walked = yield* eachDirEntry(`${root}/${pid}/fd`, (name) => {
+      // The hot loop (one call per open fd on the host): no result objects, no wrappers.
+      let link: string;
+      try {
+        link = readlinkSync(base + name);
+      } catch (error) {
+        // Vanished: that fd was closed meanwhile. Otherwise (EACCES) every other fd fails alike.
+        denied = !isVanished(error);
+        return !denied;
+      }
+      const inode = bracketedInode(link, "socket:[");
+      if (inode === 0) return true;
+      const index = byInode.get(inode);
+      if (index < 0 || result.connections[index].pid !== 0) return true;
+      result.connections[index].pid = pid;
+      owners.add(pid);
+      return --unowned > 0;
+    });
+    if (denied || (!walked.ok && !walked.vanished)) result.errors++;
+    sinceYield += walked.ok ? walked.value : 1;
+    if (sinceYield >= STEP) {
+      sinceYield = 0;
+      yield;
+    }
+  }
+  return owners;
+}
+
+function* nameOwners(root: string, owners: Set<number>, result: ProcScan): Generator<void, void> {
+  const comms = new Map<number, string>();
+  let n = 0;
+  for (const pid of owners) {
+    const comm = readSmallText(`${root}/${pid}/comm`);
+    if (comm.ok) comms.set(pid, comm.value.trim());
+    else if (!comm.vanished) result.errors++;
+    if (++n % STEP === 0) yield;
+  }
+  for (const c of result.connections) if (c.pid !== 0) c.comm = comms.get(c.pid) ?? "";
+}

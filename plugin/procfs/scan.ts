@@ -1,0 +1,47 @@
+/**
+ * Scans /proc (or a copy of it) for established TCP connections in every network namespace.
+ *
+ * The I/O is synchronous on purpose, measured: 200k readlinks through fs/promises take about twice
+ * as long as readlinkSync (a promise and a thread-pool round trip per call, and the pool is shared
+ * with DNS and every other fs user). scanProc keeps the event loop responsive by running the
+ * synchronous steps in slices of at most `sliceMs` and yielding between them.
+ */
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { AddressDecoder } from "./address-decoder.ts";
+import { type ProcScan, scanSteps } from "./scan-steps.ts";
+
+export type { ProcScan } from "./scan-steps.ts";
+
+export interface ScanOptions {
+  /** procfs mount to read; "/proc" by default. */
+  procRoot?: string;
+  /** scanProc only: longest stretch of blocking work before the event loop gets a turn. */
+  sliceMs?: number;
+}
+
+const DEFAULT_SLICE_MS = 10;
+/** Shared across scans: addresses repeat from one scan to the next. */
+const decoder = new AddressDecoder();
+
+export async function scanProc(options: ScanOptions = {}): Promise<ProcScan> {
+  const sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
+  const steps = scanSteps(options.procRoot ?? "/proc", decoder);
+  let sliceStart = performance.now();
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+    if (performance.now() - sliceStart >= sliceMs) {
+      await nextTurn();
+      sliceStart = performance.now();
+    }
+  }
+}
+
+/** Blocks until done: for tools and benchmarks, not for a process that serves anything. */
+export function scanProcSync(options: ScanOptions = {}): ProcScan {
+  const steps = scanSteps(options.procRoot ?? "/proc", decoder);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
