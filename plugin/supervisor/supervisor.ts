@@ -2,8 +2,8 @@
  * Picks the live source and switches it, never losing an open connection: the table outlives every
  * source. Policy (Scope's, without its data loss):
  * - eBPF first (unless configured otherwise or refused up front); any load/attach failure falls back at once;
- * - a loss is healed by an immediate /proc reconcile; a second loss within a minute means the host
- *   produces more than the ring can carry, so /proc takes over at once;
+ * - a loss is healed by a /proc reconcile as soon as it stops; a second loss within a minute means
+ *   the host produces more than the ring can carry, so /proc takes over at once;
  * - any other death restarts and re-seeds the tracker if the previous death was over a minute ago,
  *   otherwise /proc takes over;
  * - while on /proc, eBPF is retried with a growing back-off.
@@ -35,6 +35,9 @@ export interface SupervisorOptions {
   now?: () => number;
 }
 
+/** Loss in every counter poll for this long means the ring cannot keep up at all. */
+const SUSTAINED_LOSS_MS = 10_000;
+
 export const defaultPolicy = {
   reconcileIntervalMs: 60_000,
   procPollIntervalMs: 3_000,
@@ -59,7 +62,8 @@ export class Supervisor {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #retryDelayMs: number;
   #lastDeathMs = Number.NEGATIVE_INFINITY;
-  #lastLossMs = Number.NEGATIVE_INFINITY;
+  #lossEpisode: { startMs: number; quietTimer: ReturnType<typeof setTimeout> | undefined } | undefined;
+  #lastLossEpisodeEndMs = Number.NEGATIVE_INFINITY;
   #stopped = false;
   #counters = emptyCounters();
   /** Totals of trackers already stopped, so restarts do not reset what status reports. */
@@ -140,9 +144,9 @@ export class Supervisor {
     tracker.start();
     this.#tracker = tracker;
     this.#stopPolling();
+    this.#setLive("ebpf", reason);
     // Attached first, seeded second: whatever happens during the scan is seen as an event.
     await this.#serialScan(() => this.#scanAndReconcile());
-    this.#setLive("ebpf", reason);
     this.#log.info("eBPF tracker live", { programs: tracker.attachedPrograms(), reason });
     this.#reconcileTimer = setInterval(() => void this.reconcileNow().catch((e) => this.#log.warn("reconcile failed", { error: describeError(e) })), this.#options.reconcileIntervalMs);
     this.#reconcileTimer.unref?.();
@@ -157,18 +161,35 @@ export class Supervisor {
     this.#pollTimer.unref?.();
   }
 
+  /**
+   * Losses come in episodes: consecutive counter polls that show loss. An episode is healed by one
+   * reconcile once it is quiet. A new episode within the death window, or one that never goes quiet,
+   * is load the ring cannot carry, not a broken tracker: a restart would lose again, so /proc takes over.
+   */
   #onLost(count: number): void {
     this.#counters.lost += count;
     const now = this.#now();
-    const repeated = now - this.#lastLossMs < this.#options.deathWindowMs;
-    this.#lastLossMs = now;
-    this.#log.warn("eBPF events lost", { count, repeated });
-    if (repeated) {
-      // Loss that a reconcile did not prevent is load, not a broken tracker: a restart would lose again.
-      void this.#onDeath(`events lost twice within ${this.#options.deathWindowMs} ms (${count} this time)`, false);
+    const quietAfterMs = 1.5 * (this.#options.ebpf.counterPollMs ?? 1000);
+    if (this.#lossEpisode === undefined) {
+      const repeated = now - this.#lastLossEpisodeEndMs < this.#options.deathWindowMs;
+      this.#log.warn("eBPF events lost", { count, repeated });
+      if (repeated) {
+        void this.#onDeath(`events lost twice within ${this.#options.deathWindowMs} ms (${count} this time)`, false);
+        return;
+      }
+      this.#lossEpisode = { startMs: now, quietTimer: undefined };
+    } else if (now - this.#lossEpisode.startMs > SUSTAINED_LOSS_MS) {
+      void this.#onDeath(`events lost without pause for over ${SUSTAINED_LOSS_MS} ms`, false);
       return;
     }
-    void this.reconcileNow().catch((e) => this.#log.warn("healing reconcile failed", { error: describeError(e) }));
+    const episode = this.#lossEpisode;
+    clearTimeout(episode.quietTimer);
+    episode.quietTimer = setTimeout(() => {
+      this.#lossEpisode = undefined;
+      this.#lastLossEpisodeEndMs = this.#now();
+      void this.reconcileNow().catch((e) => this.#log.warn("healing reconcile failed", { error: describeError(e) }));
+    }, quietAfterMs);
+    episode.quietTimer.unref?.();
   }
 
   async #onDeath(why: string, restartable = true): Promise<void> {
@@ -253,6 +274,8 @@ export class Supervisor {
   #stopTracker(): void {
     clearInterval(this.#reconcileTimer);
     this.#reconcileTimer = undefined;
+    clearTimeout(this.#lossEpisode?.quietTimer);
+    this.#lossEpisode = undefined;
     const tracker = this.#tracker;
     if (tracker === undefined) return;
     this.#tracker = undefined;

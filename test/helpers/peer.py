@@ -2,11 +2,13 @@
 
 serve HOST PORT MODE   MODE=hold: accept and keep every connection; MODE=close: accept and close at once.
                        Blocks in accept() (a real blocking syscall, as old servers do). Prints "listening" once bound.
-connect HOST PORT N HOLD   open N connections one after another; HOLD=1 keeps them open until stdin closes.
+connect HOST PORT N HOLD [RATE]   open N connections one after another (RATE per second, default as fast
+                       as possible); HOLD=1 keeps them open until stdin closes.
                        Prints one line per connection: "local_port" and finally "done".
 """
 import socket
 import sys
+import time
 
 
 def family(host):
@@ -28,9 +30,14 @@ def serve(host, port, mode):
             kept.append(conn)
 
 
-def connect(host, port, n, hold):
+def connect(host, port, n, hold, rate):
     kept = []
-    for _ in range(n):
+    start = time.monotonic()
+    for i in range(n):
+        if rate > 0:
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
         c = socket.socket(family(host), socket.SOCK_STREAM)
         try:
             c.connect((host, port))
@@ -52,4 +59,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:
-        connect(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1")
+        connect(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1", float(sys.argv[6]) if len(sys.argv) > 6 else 0)

@@ -63,6 +63,7 @@ export async function startServer(netns: string, host: string, port: number, mod
   return peer;
 }
 
-export function startClient(netns: string, host: string, port: number, count: number, hold: boolean): Peer {
-  return startPeer(netns, ["connect", host, String(port), String(count), hold ? "1" : "0"]);
+/** `perSecond` paces the connections (0: as fast as possible). */
+export function startClient(netns: string, host: string, port: number, count: number, hold: boolean, perSecond = 0): Peer {
+  return startPeer(netns, ["connect", host, String(port), String(count), hold ? "1" : "0", String(perSecond)]);
 }
