@@ -3,6 +3,7 @@
  * records (bpf/tracker.h). Offsets below mirror that header; both change in the same commit.
  */
 import { formatIPv4, formatIPv6 } from "../model/address.ts";
+import { StringInterner } from "../model/intern.ts";
 
 export const EVENT_SIZE = 80;
 
@@ -31,6 +32,8 @@ export interface DecodeResult {
 }
 
 const TYPE_NAMES: Record<number, EventTypeName> = { 1: "connect", 2: "accept", 3: "close" };
+const shared = new StringInterner();
+const utf8 = new TextDecoder();
 
 export function decodeBatch(batch: Uint8Array): DecodeResult {
   const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
@@ -51,22 +54,26 @@ export function decodeBatch(batch: Uint8Array): DecodeResult {
       timestampNs: view.getBigUint64(o, true),
       pid: view.getUint32(o + 8, true),
       netns: view.getUint32(o + 12, true),
-      localAddress: format(batch, o + 16),
-      remoteAddress: format(batch, o + 32),
+      localAddress: shared.intern(format(batch, o + 16)),
+      remoteAddress: shared.intern(format(batch, o + 32)),
       localPort: view.getUint16(o + 48, true),
       remotePort: view.getUint16(o + 50, true),
       cpu: view.getUint16(o + 54, true),
-      comm: readComm(batch, o + 56),
+      comm: shared.intern(readComm(batch, o + 56)),
       sockCookie: view.getBigUint64(o + 72, true),
     });
   }
   return { events, malformed };
 }
 
+/** The kernel's comm: up to 16 bytes, NUL-terminated when shorter, UTF-8 when a name has non-ASCII. */
 function readComm(bytes: Uint8Array, offset: number): string {
   let end = offset;
-  while (end < offset + 16 && bytes[end] !== 0) end++;
-  let s = "";
-  for (let i = offset; i < end; i++) s += String.fromCharCode(bytes[i]);
-  return s;
+  let ascii = true;
+  while (end < offset + 16 && bytes[end] !== 0) {
+    if (bytes[end] >= 0x80) ascii = false;
+    end++;
+  }
+  if (!ascii) return utf8.decode(bytes.subarray(offset, end));
+  return String.fromCharCode.apply(null, bytes.subarray(offset, end) as unknown as number[]);
 }

@@ -24,5 +24,6 @@ export interface Connection {
  * reuse the same private addresses and loopback in every namespace.
  */
 export function connectionKey(c: Pick<Connection, "localAddress" | "localPort" | "remoteAddress" | "remotePort" | "netns">): string {
-  return `${c.netns}|${c.localAddress}|${c.localPort}|${c.remoteAddress}|${c.remotePort}`;
+  // join() builds one flat string; a template literal would keep a tree of string pieces per key.
+  return [c.netns, c.localAddress, c.localPort, c.remoteAddress, c.remotePort].join("|");
 }
