@@ -37,7 +37,7 @@ export interface Config {
   debugBpfStopFile: string;
 }
 
-type Spec = { type: "string" | "boolean"; default: string; help: string; parse?: "int" | "bytes" };
+type Spec = { type: "string" | "boolean"; default: string; help: string };
 
 export const flags: Record<string, Spec> = {
   "source": { type: "string", default: "auto", help: "auto | ebpf | procfs" },
@@ -54,16 +54,16 @@ export const flags: Record<string, Spec> = {
   "btf-path": { type: "string", default: "/sys/kernel/btf/vmlinux", help: "kernel BTF the CO-RE programs need" },
   "log-level": { type: "string", default: "info", help: "debug | info | warn | error | silent" },
   "metrics-listen": { type: "string", default: "", help: "Prometheus metrics host:port (empty: off)" },
-  "max-connections": { type: "string", default: "65536", help: "cap on tracked connections (oldest idle evicted)", parse: "int" },
-  "max-closed-per-client": { type: "string", default: "65536", help: "closed connections kept per client between reports", parse: "int" },
-  "client-expiry-ms": { type: "string", default: "120000", help: "forget a client idle this long", parse: "int" },
-  "ring-buffer-bytes": { type: "string", default: "4194304", help: "BPF ring buffer size (power of two, >= 4096)", parse: "bytes" },
-  "drain-interval-ms": { type: "string", default: "20", help: "ring buffer drain period", parse: "int" },
-  "hold-back-ms": { type: "string", default: "50", help: "reorder window for events", parse: "int" },
-  "reconcile-interval-ms": { type: "string", default: "60000", help: "compare the table with /proc this often", parse: "int" },
-  "proc-poll-interval-ms": { type: "string", default: "3000", help: "scan period while on the /proc fallback", parse: "int" },
-  "death-window-ms": { type: "string", default: "60000", help: "a second death or loss within this window means fall back", parse: "int" },
-  "ebpf-retry-ms": { type: "string", default: "300000", help: "first retry of eBPF after a fallback (doubles up to 1 h)", parse: "int" },
+  "max-connections": { type: "string", default: "65536", help: "cap on tracked connections (oldest idle evicted)" },
+  "max-closed-per-client": { type: "string", default: "65536", help: "closed connections kept per client between reports" },
+  "client-expiry-ms": { type: "string", default: "120000", help: "forget a client idle this long" },
+  "ring-buffer-bytes": { type: "string", default: "4194304", help: "BPF ring buffer size (power of two, >= 4096)" },
+  "drain-interval-ms": { type: "string", default: "20", help: "ring buffer drain period" },
+  "hold-back-ms": { type: "string", default: "50", help: "reorder window for events" },
+  "reconcile-interval-ms": { type: "string", default: "60000", help: "compare the table with /proc this often" },
+  "proc-poll-interval-ms": { type: "string", default: "3000", help: "scan period while on the /proc fallback" },
+  "death-window-ms": { type: "string", default: "60000", help: "a second death or loss within this window means fall back" },
+  "ebpf-retry-ms": { type: "string", default: "300000", help: "first retry of eBPF after a fallback (doubles up to 1 h)" },
   "debug-bpf-stop-file": { type: "string", default: "", help: "debug: when this file appears the eBPF tracker is killed (off when empty)" },
 };
 

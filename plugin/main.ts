@@ -2,7 +2,7 @@
  * The plugin process: the tracker stack, then its servers. SIGTERM/SIGINT stop accepting, finish
  * what is in flight, detach BPF, remove the sockets and exit 0 within 2 s.
  */
-import { parseConfig } from "./config.ts";
+import { parseConfig, usage } from "./config.ts";
 import { describeError, errorCode } from "./errors.ts";
 import { createLogger } from "./log.ts";
 import { startTrackerStack } from "./plugin.ts";
@@ -14,6 +14,10 @@ import { startScopePlugin } from "./servers/scope/plugin-server.ts";
 const SHUTDOWN_DEADLINE_MS = 2000;
 
 async function main(): Promise<void> {
+  if (process.argv.includes("--help") || process.argv.includes("-h")) {
+    process.stdout.write(usage());
+    return;
+  }
   let config;
   try {
     config = parseConfig(process.argv.slice(2));

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the plugin under Node, installing and building whatever is missing first.
+# Flags are plugin/main.ts's (see --help in README); relative paths are taken from the caller's directory.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-exec node --import tsx plugin/main.ts "$@"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+(cd "$root" && bash scripts/setup.sh)
+exec node --import "$root/node_modules/tsx/dist/loader.mjs" "$root/plugin/main.ts" "$@"

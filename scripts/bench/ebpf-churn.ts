@@ -7,7 +7,7 @@
  * Usage: node --import tsx scripts/bench/ebpf-churn.ts [seconds=10] [rounds=2]
  */
 import { spawn, execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { projectRoot } from "../../plugin/ebpf/native-addon.ts";
 
@@ -15,6 +15,7 @@ const seconds = Number(process.argv[2] ?? 10);
 const rounds = Number(process.argv[3] ?? 2);
 const churnBin = `${projectRoot}build/bench/churn`;
 const floorBin = `${projectRoot}build/bench/floor-consumer`;
+if (!existsSync(churnBin) || !existsSync(floorBin)) execFileSync("bash", [`${projectRoot}scripts/bench/build.sh`], { stdio: "inherit" });
 
 function machineBusyTicks(): number {
   const fields = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
