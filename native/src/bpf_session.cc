@@ -24,7 +24,7 @@ constexpr const char* kTracefs = "/sys/kernel/tracing";
 constexpr const char* kDebugfsTracing = "/sys/kernel/debug/tracing";
 constexpr const char* kRequiredTracepoint = "sock/inet_sock_set_state";
 
-static_assert(TRACKER_COUNTER_MAX == 4, "Counters has one slot per enum tracker_counter");
+static_assert(TRACKER_COUNTER_MAX == 4, "Counters has one slot per enum tracker_counter, plus kCounterMissed");
 
 // strerror, plus libbpf's own codes (LIBBPF_ERRNO__*, 4000 and up).
 std::string ErrnoText(int err) {
@@ -223,6 +223,7 @@ std::unique_ptr<BpfSession> BpfSession::Open(const BpfOptions& options) {
     }
     session->links_.push_back(link);
     session->attached_names_.push_back(section);
+    session->attached_prog_fds_.push_back(bpf_program__fd(prog));
   }
 
   session->events_fd_ = bpf_map__fd(events);
@@ -249,6 +250,12 @@ bool BpfSession::ReadCounters(Counters* out) const {
   for (__u32 key = 0; key < TRACKER_COUNTER_MAX; key++) {
     if (bpf_map_lookup_elem(counters_fd_, &key, per_cpu.data()) != 0) return false;
     for (uint64_t v : per_cpu) (*out)[key] += v;
+  }
+  for (int fd : attached_prog_fds_) {
+    bpf_prog_info info = {};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return false;
+    (*out)[kCounterMissed] += info.recursion_misses;
   }
   return true;
 }

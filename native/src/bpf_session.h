@@ -10,6 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <linux/types.h>
+
+#include "../../bpf/tracker.h"
+
 struct bpf_object;
 struct bpf_link;
 
@@ -37,8 +41,12 @@ struct BpfOptions {
   bool wakeup = false;             // sets `use_wakeup` in .rodata
 };
 
-// Summed over CPUs; indexes are enum tracker_counter.
-using Counters = std::array<uint64_t, 4>;
+// Summed over CPUs; indexes are enum tracker_counter, then kCounterMissed.
+// kCounterMissed: runs of our programs the kernel skipped because another BPF program was already
+// running on that CPU (recursion protection, e.g. a softirq landing inside a process-context run).
+// Those events are lost as surely as a full ring's, and the kernel counts them per program.
+constexpr size_t kCounterMissed = TRACKER_COUNTER_MAX;
+using Counters = std::array<uint64_t, TRACKER_COUNTER_MAX + 1>;
 
 class BpfSession {
  public:
@@ -61,6 +69,7 @@ class BpfSession {
 
   bpf_object* obj_ = nullptr;
   std::vector<bpf_link*> links_;
+  std::vector<int> attached_prog_fds_;
   std::vector<std::string> attached_names_;
   int events_fd_ = -1;
   int counters_fd_ = -1;

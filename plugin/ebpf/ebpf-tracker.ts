@@ -25,7 +25,11 @@ export interface EbpfTrackerOptions {
 }
 
 export interface EbpfTrackerHooks {
-  /** Kernel could not reserve ring-buffer space for `count` events since the last poll. */
+  /**
+   * `count` events the kernel could not deliver since the last poll: ring buffer full, or a run of
+   * our program skipped because another BPF program was running on that CPU (a softirq landing
+   * inside a process-context run); the kernel counts both, and both are healed the same way.
+   */
   onLost(count: number): void;
   onDead(error: Error): void;
   /** Every close the tracker applied, by key, known or not: lets a /proc scan drop seeds that died meanwhile. */
@@ -40,7 +44,7 @@ export class EbpfTracker {
   readonly #applier: EventApplier;
   #native: NativeTracker | undefined;
   #timers: ReturnType<typeof setInterval>[] = [];
-  #lastCounters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0 };
+  #lastCounters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0 };
   #dead = false;
   eventsReceived = 0;
   malformedRecords = 0;
@@ -136,7 +140,7 @@ export class EbpfTracker {
   #pollCounters(): void {
     if (this.#native === undefined) return;
     const now = this.#native.counters();
-    const lost = now.lost - this.#lastCounters.lost;
+    const lost = now.lost - this.#lastCounters.lost + (now.missed - this.#lastCounters.missed);
     this.#lastCounters = now;
     if (lost > 0) this.#hooks.onLost(lost);
     const killFile = this.#options.debugKillFile;

@@ -9,6 +9,8 @@ export interface NativeCounters {
   failedConnects: number;
   connectNoPid: number;
   acceptNoSock: number;
+  /** Runs of our programs the kernel skipped (BPF recursion protection): events lost like a full ring's. */
+  missed: number;
 }
 
 export interface NativeTrackerOptions {
