@@ -1,20 +1,11 @@
 /** How the CLI prints connections and status: ss-like columns for people, plain objects for --json. */
 import { isIP } from "node:net";
 import * as pb from "../generated/endpoint_reporter.ts";
+import type { Connection } from "../model/connection.ts";
 import { directionName, sourceName } from "../servers/grpc/convert.ts";
 
-export interface ConnectionJson {
-  localAddress: string;
-  localPort: number;
-  remoteAddress: string;
-  remotePort: number;
-  netns: number;
-  pid: number;
-  comm: string;
-  direction: string;
-  closed: boolean;
-  source: string;
-}
+/** The plugin's own Connection shape, with the direction and source as the server named them. */
+export type ConnectionJson = Omit<Connection, "direction" | "source"> & { direction: string; source: string };
 
 export function connectionJson(c: pb.Connection): ConnectionJson {
   return {

@@ -3,6 +3,7 @@
 // FAIL (never skip) when the tracker cannot load.
 // Build first: bash scripts/build-bpf.sh && bash scripts/build-native.sh
 import t from "tap";
+import type { NativeTracker, NativeTrackerOptions } from "../../plugin/ebpf/native-addon.ts";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -18,26 +19,7 @@ const objectPath = path.join(root, "build/tracker.bpf.o");
 const denoPath = path.join(root, "node_modules/deno/deno");
 const require = createRequire(import.meta.url);
 
-interface TrackerCounters {
-  lost: number;
-  failedConnects: number;
-  connectNoPid: number;
-  acceptNoSock: number;
-}
-interface TrackerOptions {
-  objectPath: string;
-  ringBufferBytes?: number;
-  drainIntervalMs?: number;
-  wakeup?: boolean;
-  onBatch: (batch: Buffer) => void;
-  onError: (err: Error) => void;
-}
-interface Tracker {
-  counters(): TrackerCounters;
-  attachedPrograms(): string[];
-  stop(): void;
-}
-type TrackerCtor = new (options: TrackerOptions) => Tracker;
+type TrackerCtor = new (options: NativeTrackerOptions) => NativeTracker;
 
 function loadTracker(): TrackerCtor {
   if (!existsSync(addonPath)) throw new Error(`${addonPath} missing: run scripts/build-native.sh`);
@@ -62,9 +44,11 @@ interface Ev {
   comm: string;
   cookie: bigint;
 }
-function decode(batches: Buffer[]): Ev[] {
+/** Read independently of plugin/ebpf/decode.ts, straight from the layout in bpf/tracker.h. */
+function decode(batches: Uint8Array[]): Ev[] {
   const out: Ev[] = [];
-  for (const b of batches) {
+  for (const batch of batches) {
+    const b = Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength);
     for (let o = 0; o + RECORD <= b.length; o += RECORD) {
       const family = b[o + 53];
       const addr = (at: number) =>
@@ -170,7 +154,7 @@ t.test("start/stop 20 times leaves no programs, maps, links, threads or fds", as
 
 t.test("loopback connect: CONNECT, ACCEPT and 2 CLOSE; refused connect counted", async (t) => {
   const Tracker = loadTracker();
-  const batches: Buffer[] = [];
+  const batches: Uint8Array[] = [];
   const errors: Error[] = [];
   const tr = new Tracker({
     objectPath,
@@ -254,7 +238,7 @@ t.test("loopback connect: CONNECT, ACCEPT and 2 CLOSE; refused connect counted",
 t.test("stop() wakes the consumer at once and delivers the last batch", async (t) => {
   const Tracker = loadTracker();
   for (const wakeup of [false, true]) {
-    const batches: Buffer[] = [];
+    const batches: Uint8Array[] = [];
     const tr = new Tracker({ objectPath, wakeup, drainIntervalMs: 60000, onBatch: (b) => batches.push(b), onError: () => {} });
     const server = net.createServer((s) => s.destroy());
     const port = await listen(server);
