@@ -2,7 +2,7 @@
  * Decodes the ring-buffer batches the native reader hands over: back-to-back `struct tracker_event`
  * records (bpf/tracker.h). Offsets below mirror that header; both change in the same commit.
  */
-import { formatIPv4, formatIPv6 } from "../model/address.ts";
+import { formatIPv6 } from "../model/address.ts";
 import { StringInterner } from "../model/intern.ts";
 
 export const EVENT_SIZE = 80;
@@ -12,8 +12,12 @@ export type EventTypeName = keyof typeof EventType;
 
 export interface TrackerEvent {
   type: EventTypeName;
-  /** Kernel CLOCK_MONOTONIC nanoseconds (same clock as process.hrtime.bigint()). */
-  timestampNs: bigint;
+  /**
+   * Kernel CLOCK_MONOTONIC nanoseconds (the clock of process.hrtime()), as a double: exact for 104
+   * days of uptime, then rounded to a few ns, which ordering tolerates. BigInts cost a heap object
+   * per event on the hottest path.
+   */
+  timestampNs: number;
   pid: number;
   comm: string;
   netns: number;
@@ -22,7 +26,8 @@ export interface TrackerEvent {
   remoteAddress: string;
   remotePort: number;
   cpu: number;
-  sockCookie: bigint;
+  /** Low 48 bits of the kernel socket address (the high 16 are all ones on x86-64): exact in a double. */
+  sockCookie: number;
 }
 
 export interface DecodeResult {
@@ -48,22 +53,50 @@ export function decodeBatch(batch: Uint8Array): DecodeResult {
       malformed++;
       continue;
     }
-    const format = family === 4 ? formatIPv4 : formatIPv6;
+
     events.push({
       type,
-      timestampNs: view.getBigUint64(o, true),
+      timestampNs: view.getUint32(o + 4, true) * 2 ** 32 + view.getUint32(o, true),
       pid: view.getUint32(o + 8, true),
       netns: view.getUint32(o + 12, true),
-      localAddress: shared.intern(format(batch, o + 16)),
-      remoteAddress: shared.intern(format(batch, o + 32)),
+      localAddress: family === 4 ? ipv4Text(view.getUint32(o + 16)) : shared.intern(formatIPv6(batch, o + 16)),
+      remoteAddress: family === 4 ? ipv4Text(view.getUint32(o + 32)) : shared.intern(formatIPv6(batch, o + 32)),
       localPort: view.getUint16(o + 48, true),
       remotePort: view.getUint16(o + 50, true),
       cpu: view.getUint16(o + 54, true),
-      comm: shared.intern(readComm(batch, o + 56)),
-      sockCookie: view.getBigUint64(o + 72, true),
+      comm: commText(batch, view, o + 56),
+      sockCookie: (view.getUint32(o + 76, true) & 0xffff) * 2 ** 32 + view.getUint32(o + 72, true),
     });
   }
   return { events, malformed };
+}
+
+/** IPv4 text by address value: repeated peers cost a map lookup, not a new string. */
+const ipv4Texts = new Map<number, string>();
+function ipv4Text(address: number): string {
+  let text = ipv4Texts.get(address);
+  if (text === undefined) {
+    if (ipv4Texts.size >= 16_384) ipv4Texts.clear();
+    text = `${address >>> 24}.${(address >>> 16) & 255}.${(address >>> 8) & 255}.${address & 255}`;
+    ipv4Texts.set(address, text);
+  }
+  return text;
+}
+
+/** Comm text by its 16 bytes (four exact words): most events come from few processes. */
+const commTexts = new Map<number, { w1: number; w2: number; w3: number; text: string }>();
+function commText(bytes: Uint8Array, view: DataView, offset: number): string {
+  if (bytes[offset] === 0) return "";
+  const w0 = view.getUint32(offset, true);
+  const w1 = view.getUint32(offset + 4, true);
+  const w2 = view.getUint32(offset + 8, true);
+  const w3 = view.getUint32(offset + 12, true);
+  const known = commTexts.get(w0);
+  if (known !== undefined && known.w1 === w1 && known.w2 === w2 && known.w3 === w3) return known.text;
+  if (commTexts.size >= 4096) commTexts.clear();
+  const text = shared.intern(readComm(bytes, offset));
+  commTexts.set(w0, { w1, w2, w3, text });
+  return text;
 }
 
 /** The kernel's comm: up to 16 bytes, NUL-terminated when shorter, UTF-8 when a name has non-ASCII. */

@@ -126,7 +126,8 @@ export class EbpfTracker {
   }
 
   #applyDue(): void {
-    this.#applyEvents(this.#reorder.release(process.hrtime.bigint()));
+    const [seconds, nanoseconds] = process.hrtime();
+    this.#applyEvents(this.#reorder.release(seconds * 1e9 + nanoseconds));
   }
 
   #applyEvents(events: ReturnType<ReorderBuffer["release"]>): void {

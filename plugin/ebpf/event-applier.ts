@@ -17,16 +17,16 @@ export interface EventApplierOptions {
 
 export class EventApplier {
   readonly #table: ConnectionTable;
-  readonly #orphanTtlNs: bigint;
+  readonly #orphanTtlNs: number;
   /** Closes of unknown connections, by key: inserted on such a close, deleted when paired, expired by age or cap. */
-  readonly #orphanCloses = new Map<string, { cookie: bigint; timestampNs: bigint }>();
+  readonly #orphanCloses = new Map<string, { cookie: number; timestampNs: number }>();
   opens = 0;
   closes = 0;
   pairedLateOpens = 0;
 
   constructor(table: ConnectionTable, options: EventApplierOptions = { orphanCloseTtlMs: 2000 }) {
     this.#table = table;
-    this.#orphanTtlNs = BigInt(options.orphanCloseTtlMs) * 1_000_000n;
+    this.#orphanTtlNs = options.orphanCloseTtlMs * 1e6;
   }
 
   apply(events: readonly TrackerEvent[]): void {
@@ -61,7 +61,7 @@ export class EventApplier {
     this.#orphanCloses.set(key, { cookie: event.sockCookie, timestampNs: event.timestampNs });
   }
 
-  #expireOrphans(nowNs: bigint): void {
+  #expireOrphans(nowNs: number): void {
     for (const [key, orphan] of this.#orphanCloses) {
       if (nowNs - orphan.timestampNs <= this.#orphanTtlNs) break;
       this.#orphanCloses.delete(key);

@@ -8,15 +8,15 @@ import type { TrackerEvent } from "./decode.ts";
 export class ReorderBuffer {
   #pending: TrackerEvent[] = [];
   #sorted = true;
-  #lastReleasedNs = 0n;
-  readonly #windowNs: bigint;
+  #lastReleasedNs = 0;
+  readonly #windowNs: number;
   /** Events that arrived before an older one and were put back in order. */
   heldBack = 0;
   /** Events older than something already released: applied anyway, in arrival order. */
   late = 0;
 
   constructor(windowMs: number) {
-    this.#windowNs = BigInt(Math.round(windowMs * 1e6));
+    this.#windowNs = windowMs * 1e6;
   }
 
   get pending(): number {
@@ -36,11 +36,11 @@ export class ReorderBuffer {
   }
 
   /** Releases, in timestamp order, every event at least one window older than `nowNs` (all if nowNs is undefined). */
-  release(nowNs?: bigint): TrackerEvent[] {
+  release(nowNs?: number): TrackerEvent[] {
     if (this.#pending.length === 0) return [];
     if (!this.#sorted) {
       // Array.prototype.sort is stable, so equal timestamps keep ring-buffer order.
-      this.#pending.sort((a, b) => (a.timestampNs < b.timestampNs ? -1 : a.timestampNs > b.timestampNs ? 1 : 0));
+      this.#pending.sort((a, b) => a.timestampNs - b.timestampNs);
       this.#sorted = true;
     }
     let count = this.#pending.length;

@@ -64,7 +64,7 @@ export class ConnectionTable {
       return undefined;
     }
     this.#open.delete(key);
-    const closed = { ...known, closed: true };
+    const closed = closedCopy(known);
     this.#publish({ type: "close", connection: closed });
     return closed;
   }
@@ -101,6 +101,14 @@ export class ConnectionTable {
   #publish(change: ConnectionChange): void {
     for (const listener of this.#listeners) listener(change);
   }
+}
+
+/** Field by field: on this path (every close) an object spread costs several times more. */
+function closedCopy(c: Connection): Connection {
+  return {
+    localAddress: c.localAddress, localPort: c.localPort, remoteAddress: c.remoteAddress, remotePort: c.remotePort,
+    netns: c.netns, pid: c.pid, comm: c.comm, direction: c.direction, closed: true, source: c.source,
+  };
 }
 
 /** An eBPF event is the authority on direction; otherwise a known value is never lost to an unknown one. */
