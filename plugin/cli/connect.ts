@@ -53,6 +53,8 @@ export async function connectClient(args: CliArgs): Promise<EndpointReporterClie
     ...(serverName === undefined ? {} : { "grpc.ssl_target_name_override": serverName }),
     // The CLI talks once and leaves: no reconnect backoff dance.
     "grpc.max_reconnect_backoff_ms": 1000,
+    // A Report of 100k connections is ~6 MiB; grpc-js clients refuse over 4 MiB by default.
+    "grpc.max_receive_message_length": 64 * 1024 * 1024,
   });
   try {
     await new Promise<void>((resolve, reject) => {

@@ -13,7 +13,7 @@ export type EventTypeName = keyof typeof EventType;
 export interface TrackerEvent {
   type: EventTypeName;
   /**
-   * Kernel CLOCK_MONOTONIC nanoseconds (the clock of process.hrtime()), as a double: exact for 104
+   * Kernel CLOCK_MONOTONIC nanoseconds (the addon's monotonicNowNs()), as a double: exact for 104
    * days of uptime, then rounded to a few ns, which ordering tolerates. BigInts cost a heap object
    * per event on the hottest path.
    */

@@ -43,6 +43,7 @@ export class EbpfTracker {
   readonly #reorder: ReorderBuffer;
   readonly #applier: EventApplier;
   #native: NativeTracker | undefined;
+  #clock: () => number = () => 0;
   #timers: ReturnType<typeof setInterval>[] = [];
   #lastCounters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0 };
   #dead = false;
@@ -78,6 +79,7 @@ export class EbpfTracker {
   start(): void {
     if (this.#native !== undefined) return;
     const addon = loadNativeAddon(this.#options.addonPath);
+    this.#clock = addon.monotonicNowNs;
     this.#dead = false;
     this.#native = new addon.Tracker({
       objectPath: this.#options.objectPath,
@@ -126,8 +128,7 @@ export class EbpfTracker {
   }
 
   #applyDue(): void {
-    const [seconds, nanoseconds] = process.hrtime();
-    this.#applyEvents(this.#reorder.release(seconds * 1e9 + nanoseconds));
+    this.#applyEvents(this.#reorder.release(this.#clock()));
   }
 
   #applyEvents(events: ReturnType<ReorderBuffer["release"]>): void {

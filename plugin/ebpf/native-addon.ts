@@ -30,6 +30,8 @@ export interface NativeTracker {
 
 interface NativeAddon {
   Tracker: new (options: NativeTrackerOptions) => NativeTracker;
+  /** CLOCK_MONOTONIC in ns: the clock of the events' timestamps, whatever the JS runtime's own clocks count from. */
+  monotonicNowNs(): number;
 }
 
 export const projectRoot = fileURLToPath(new URL("../../", import.meta.url));

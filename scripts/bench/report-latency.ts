@@ -1,0 +1,211 @@
+/**
+ * Report latency: gRPC Report and Scope /report, p50 and p99, and response size, at 1k, 10k and
+ * 100k tracked connections, each against references measured in the same run:
+ *   - GetStatus on the same channel: the gRPC round trip with a tiny response (transport floor);
+ *   - the same Report over a raw HTTP/2 stream, bytes only: server + transport without client decoding;
+ *   - EndpointReport.encode / .decode of the same report in this process: protobuf work alone (the
+ *     decode is what every grpc-js client of the generated code pays on receipt);
+ *   - JSON.stringify of the same Scope report (parsed once): JSON serialization alone.
+ * Goals: p99 < 20 ms at 10k, < 200 ms at 100k (gRPC Report as a grpc-js client sees it).
+ *
+ *   node --import tsx scripts/bench/report-latency.ts [--sizes 1000,10000,100000] [--samples 200,100,30]
+ *
+ * The connections are real: established loopback connections held by conn-holder (scripts/bench/
+ * conn-holder.c, grown by holders.ts), both ends in the holder, so N tracked = N/2 held. The plugin
+ * is the real process (plugin/main.ts under Node) with --source procfs, so one /proc scan at start
+ * fills the table; the periodic scan is pushed out of the measurement (--proc-poll-interval-ms
+ * 600000) so that the figures are the Report path alone. Needs root; builds conn-holder on first run.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, statSync } from "node:fs";
+import http2 from "node:http2";
+import { connect as netConnect } from "node:net";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { Metadata, type ServiceError } from "@grpc/grpc-js";
+import { EndpointReport, type EndpointReporterClient, ReportRequest, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
+import { startPlugin, type PluginProcess } from "../../test/helpers/plugin-child.ts";
+import { httpGet } from "../../test/unit/grpc-harness.ts";
+import { ConnectionHolders } from "./holders.ts";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const outDir = join(here, "..", "..", "build", "bench");
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "1000,10000,100000" },
+    samples: { type: "string", default: "200,100,30" },
+  },
+});
+const sizes = values.sizes.split(",").map(Number);
+const sampleCounts = values.samples.split(",").map(Number);
+const GOALS_P99_MS: Record<number, number> = { 10_000: 20, 100_000: 200 };
+
+function ensureHolder(): string {
+  const binary = join(outDir, "conn-holder");
+  if (!existsSync(binary) || statSync(binary).mtimeMs < statSync(join(here, "conn-holder.c")).mtimeMs) {
+    const built = spawnSync("bash", [join(here, "build-procfs.sh"), outDir], { stdio: "inherit" });
+    if (built.status !== 0) throw new Error("building conn-holder failed");
+  }
+  return binary;
+}
+
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+}
+
+interface Dist { p50: number; p99: number; n: number }
+
+async function measure(n: number, once: () => Promise<unknown>): Promise<Dist> {
+  await once(); // warm
+  const ms: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await once();
+    ms.push(performance.now() - t0);
+  }
+  ms.sort((a, b) => a - b);
+  return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n };
+}
+
+function measureSync(n: number, once: () => unknown): Dist {
+  once();
+  const ms: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    once();
+    ms.push(performance.now() - t0);
+  }
+  ms.sort((a, b) => a - b);
+  return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n };
+}
+
+function unaryCall<T>(start: (cb: (error: ServiceError | null, value: T) => void) => unknown): Promise<T> {
+  return new Promise((resolve, reject) => start((error, value) => (error ? reject(error) : resolve(value))));
+}
+
+/** The same Report over a raw HTTP/2 stream on one kept session: bytes in, nothing decoded. */
+function rawReporter(socketPath: string) {
+  const session = http2.connect("http://localhost", { createConnection: () => netConnect(socketPath) });
+  session.on("error", () => {});
+  const body = Buffer.alloc(5);
+  const payload = ReportRequest.encode({ clientId: "bench-raw" }).finish();
+  const frame = Buffer.concat([body, payload]);
+  frame.writeUInt32BE(payload.length, 1);
+  return {
+    call: () => new Promise<number>((resolve, reject) => {
+      const req = session.request({ ":method": "POST", ":path": "/scope.endpoint.v1.EndpointReporter/Report", "content-type": "application/grpc", te: "trailers" });
+      let bytes = 0;
+      req.on("data", (d: Buffer) => (bytes += d.length));
+      req.on("end", () => resolve(bytes));
+      req.on("error", reject);
+      req.end(frame);
+    }),
+    close: () => session.close(),
+  };
+}
+
+const fmt = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2));
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(bytes >= 1e6 ? 1 : 3)} MB`;
+
+interface Row {
+  tracked: number;
+  report: Dist; reportBytes: number;
+  raw: Dist;
+  status: Dist;
+  encode: Dist;
+  decode: Dist;
+  scope: Dist; scopeBytes: number;
+  stringify: Dist;
+  defaultClient: string;
+}
+
+async function benchSize(p: PluginProcess, samples: number): Promise<Row> {
+  const client: EndpointReporterClient = p.client({ "grpc.max_receive_message_length": 256 * 1024 * 1024 });
+  try {
+    const status = await unaryCall<TrackerStatus>((cb) => client.getStatus({}, cb));
+    const tracked = Number(status.counters?.connectionsTracked ?? 0);
+    let last: EndpointReport | undefined;
+    const report = await measure(samples, async () => {
+      last = await unaryCall<EndpointReport>((cb) => client.report({ clientId: "bench" }, new Metadata(), { deadline: Date.now() + 60_000 }, cb));
+    });
+    const reportBytes = EndpointReport.encode(last!).finish().length;
+    const rawClient = rawReporter(p.grpcSocket);
+    const raw = await measure(samples, () => rawClient.call());
+    rawClient.close();
+    const statusDist = await measure(Math.max(samples, 100), () => unaryCall<TrackerStatus>((cb) => client.getStatus({}, cb)));
+    const encode = measureSync(Math.min(samples, 50), () => EndpointReport.encode(last!).finish());
+    const encoded = EndpointReport.encode(last!).finish();
+    const decode = measureSync(Math.min(samples, 50), () => EndpointReport.decode(encoded));
+    let scopeBody = "";
+    const scope = await measure(samples, async () => {
+      const reply = await httpGet(p.scopeSocket, "/report?api_version=1&probe_id=bench");
+      if (reply.status !== 200) throw new Error(`/report answered ${reply.status}`);
+      scopeBody = reply.body;
+    });
+    const parsed = JSON.parse(scopeBody);
+    const stringify = measureSync(Math.min(samples, 50), () => JSON.stringify(parsed));
+    // A client with grpc-js defaults (4 MiB receive limit), as the CLI builds it.
+    const plain = p.client();
+    const defaultClient = await unaryCall<EndpointReport>((cb) => plain.report({ clientId: "" }, cb)).then(
+      () => "ok",
+      (e: ServiceError) => `fails: ${e.code} ${e.details.slice(0, 70)}`,
+    );
+    plain.close();
+    return { tracked, report, reportBytes, raw, status: statusDist, encode, decode, scope, scopeBytes: Buffer.byteLength(scopeBody), stringify, defaultClient };
+  } finally {
+    client.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const holders = new ConnectionHolders(ensureHolder());
+  process.on("SIGINT", () => void holders.stop().finally(() => process.exit(130)));
+  const rows: Row[] = [];
+  try {
+    for (const [i, size] of sizes.entries()) {
+      const t0 = performance.now();
+      await holders.grow(Math.ceil(size / 2));
+      const grownMs = performance.now() - t0;
+      const plugin = await startPlugin({
+        runtime: "node",
+        args: ["--source", "procfs", "--proc-poll-interval-ms", "600000", "--reconcile-interval-ms", "600000", "--max-connections", String(Math.max(65_536, size * 3))],
+        readyTimeoutMs: 180_000,
+      });
+      try {
+        process.stderr.write(`${size}: ${Math.ceil(size / 2)} held in ${(grownMs / 1000).toFixed(1)} s, plugin ready (pid ${plugin.pid}, rss ${Math.round(plugin.rssKiB() / 1024)} MiB)\n`);
+        rows.push(await benchSize(plugin, sampleCounts[i] ?? sampleCounts.at(-1)!));
+      } finally {
+        await plugin.stop("SIGTERM", 10_000);
+        await plugin.cleanup();
+      }
+    }
+  } finally {
+    await holders.stop();
+  }
+
+  console.log("\nReport latency (ms), plugin under Node, --source procfs, sequential calls on one Unix-socket channel");
+  console.log("tracked   | gRPC Report p50 / p99 (size)      | raw HTTP/2 p50 / p99 | GetStatus p50 | encode p50 | decode p50 | Scope /report p50 / p99 (size)   | JSON.stringify p50");
+  for (const r of rows) {
+    console.log(
+      `${String(r.tracked).padEnd(9)} | ${fmt(r.report.p50).padStart(6)} / ${fmt(r.report.p99).padStart(6)} (${mb(r.reportBytes).padStart(8)}) n=${String(r.report.n).padEnd(3)} ` +
+      `| ${fmt(r.raw.p50).padStart(6)} / ${fmt(r.raw.p99).padStart(6)}      | ${fmt(r.status.p50).padStart(8)}      | ${fmt(r.encode.p50).padStart(7)}    | ${fmt(r.decode.p50).padStart(7)}    ` +
+      `| ${fmt(r.scope.p50).padStart(6)} / ${fmt(r.scope.p99).padStart(6)} (${mb(r.scopeBytes).padStart(8)}) n=${String(r.scope.n).padEnd(3)} | ${fmt(r.stringify.p50).padStart(7)}`,
+    );
+  }
+  console.log("\nratios (same run): Report p50 / GetStatus p50 (transport floor), Report p50 / encode and / decode p50 (protobuf work alone), raw p50 / Report p50 (share without client decoding), Scope p50 / JSON.stringify p50");
+  for (const r of rows) {
+    console.log(`${String(r.tracked).padEnd(9)} | x${(r.report.p50 / r.status.p50).toFixed(1)} GetStatus | x${(r.report.p50 / r.encode.p50).toFixed(1)} encode | x${(r.report.p50 / r.decode.p50).toFixed(1)} decode | raw ${(100 * r.raw.p50 / r.report.p50).toFixed(0)}% of Report | Scope x${(r.scope.p50 / r.stringify.p50).toFixed(2)} JSON.stringify | default-options client: ${r.defaultClient}`);
+  }
+  console.log("\ngoals (gRPC Report p99):");
+  for (const [i, r] of rows.entries()) {
+    const goal = GOALS_P99_MS[sizes[i]];
+    if (goal !== undefined) {
+      console.log(`  ${sizes[i]}: p99 ${fmt(r.report.p99)} ms, goal < ${goal} ms: ${r.report.p99 < goal ? "met" : "MISSED"} (tracked ${r.tracked}); ` +
+        `without client decoding (raw HTTP/2) p99 ${fmt(r.raw.p99)} ms: ${r.raw.p99 < goal ? "met" : "MISSED"}`);
+    }
+  }
+}
+
+await main();
