@@ -1,8 +1,9 @@
 /**
- * Closed connections kept per client until that client has seen them once (Scope kept them for one
- * consumer only; with several probes or tools polling, each must see every short-lived connection).
- * Bounded twice: a client's buffer has a cap (overflow counted and told to that client), and a client
- * that stops asking expires.
+ * Closed connections kept until every client has seen them once (Scope kept them for one consumer
+ * only; with several probes or tools polling, each must see every short-lived connection).
+ * One shared log of closes with a cursor per client, so memory does not grow with the number of
+ * clients. Bounded twice: the log keeps at most `maxClosedPerClient` closes (a client that falls
+ * further behind is told how many it missed), and a client that stops asking expires.
  */
 import type { Connection } from "../model/connection.ts";
 
@@ -13,8 +14,8 @@ export interface ClientRegistryOptions {
 }
 
 interface ClientState {
-  closed: Connection[];
-  dropped: number;
+  /** Sequence number of the first close this client has not seen. */
+  cursor: number;
   lastSeenMs: number;
 }
 
@@ -28,6 +29,10 @@ export class ClientRegistry {
   readonly #clients = new Map<string, ClientState>();
   readonly #options: ClientRegistryOptions;
   readonly #now: () => number;
+  /** Live closes are #log[#head..], with sequence numbers from #logStart; the dead head is compacted lazily. */
+  #log: Connection[] = [];
+  #head = 0;
+  #logStart = 0;
   expired = 0;
 
   constructor(options: ClientRegistryOptions) {
@@ -39,37 +44,68 @@ export class ClientRegistry {
     return this.#clients.size;
   }
 
-  /** Called by the table for every close, in order. */
-  recordClose(connection: Connection): void {
-    for (const client of this.#clients.values()) {
-      if (client.closed.length < this.#options.maxClosedPerClient) client.closed.push(connection);
-      else client.dropped++;
-    }
+  /** Closes held for clients that have not seen them yet. */
+  get pendingCloses(): number {
+    return this.#log.length - this.#head;
   }
 
-  /** Hands over (and forgets) what this client has not yet seen; registers it on first call. */
+  /** Called by the table for every close, in order. */
+  recordClose(connection: Connection): void {
+    if (this.#clients.size === 0) return;
+    this.#log.push(connection);
+    const end = this.#logStart + this.pendingCloses;
+    if (this.pendingCloses > this.#options.maxClosedPerClient) this.#trimTo(end - this.#options.maxClosedPerClient);
+  }
+
+  /** Hands over what this client has not yet seen; registers it on first call. */
   takeClosed(clientId: string): ClosedSinceLast {
     this.expireIdle();
     const now = this.#now();
+    const end = this.#logStart + this.pendingCloses;
     const client = this.#clients.get(clientId);
     if (client === undefined) {
-      this.#clients.set(clientId, { closed: [], dropped: 0, lastSeenMs: now });
+      this.#clients.set(clientId, { cursor: end, lastSeenMs: now });
       return { closed: [], dropped: 0, firstReport: true };
     }
-    const taken = { closed: client.closed, dropped: client.dropped, firstReport: false };
-    client.closed = [];
-    client.dropped = 0;
+    const dropped = Math.max(0, this.#logStart - client.cursor);
+    const closed = this.#log.slice(this.#head + Math.max(0, client.cursor - this.#logStart));
+    client.cursor = end;
     client.lastSeenMs = now;
-    return taken;
+    this.#trimSeen();
+    return { closed, dropped, firstReport: false };
   }
 
   expireIdle(): void {
     const oldest = this.#now() - this.#options.clientExpiryMs;
+    let removed = false;
     for (const [id, client] of this.#clients) {
       if (client.lastSeenMs < oldest) {
         this.#clients.delete(id);
         this.expired++;
+        removed = true;
       }
+    }
+    if (removed) this.#trimSeen();
+  }
+
+  /** Drops the closes every client has already seen. */
+  #trimSeen(): void {
+    let min = this.#logStart + this.pendingCloses;
+    for (const client of this.#clients.values()) if (client.cursor < min) min = client.cursor;
+    this.#trimTo(min);
+  }
+
+  #trimTo(sequence: number): void {
+    const count = sequence - this.#logStart;
+    if (count <= 0) return;
+    this.#head += count;
+    this.#logStart = sequence;
+    if (this.#head === this.#log.length) {
+      this.#log = [];
+      this.#head = 0;
+    } else if (this.#head > 4096 && this.#head * 2 >= this.#log.length) {
+      this.#log = this.#log.slice(this.#head);
+      this.#head = 0;
     }
   }
 }

@@ -68,3 +68,34 @@ t.test("idle clients expire and stop accumulating", async (t) => {
   t.equal(backend.clients.expired, 1);
   t.equal(backend.report("a").firstReport, true, "an expired client starts over");
 });
+
+t.test("closes are held once for all clients, and only until every client has seen them", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 100 });
+  const backend = createReportBackend(table, status, { maxClosedPerClient: 1000, clientExpiryMs: 60_000 });
+  for (let c = 0; c < 200; c++) backend.report(`c${c}`);
+  for (let p = 1; p <= 100; p++) {
+    table.open(conn(p));
+    table.close(connectionKey(conn(p)));
+  }
+  t.equal(backend.clients.pendingCloses, 100, "one entry per close, not one per client");
+  for (let c = 0; c < 199; c++) t.equal(backend.report(`c${c}`).connections.length, 100);
+  t.equal(backend.clients.pendingCloses, 100, "kept while one client has not read them");
+  t.equal(backend.report("c199").connections.length, 100);
+  t.equal(backend.clients.pendingCloses, 0, "dropped once everyone has");
+});
+
+t.test("a lagging client is told how many closes it missed; the others lose nothing", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 100 });
+  const backend = createReportBackend(table, status, { maxClosedPerClient: 10, clientExpiryMs: 60_000 });
+  backend.report("slow");
+  backend.report("fast");
+  for (let p = 1; p <= 25; p++) {
+    table.open(conn(p));
+    table.close(connectionKey(conn(p)));
+    if (p % 5 === 0) t.equal(backend.report("fast").connections.length, 5, "the fast client keeps up");
+  }
+  const slow = backend.report("slow");
+  t.equal(slow.connections.length, 10);
+  t.equal(slow.droppedClosed, 15);
+  t.same(slow.connections.map((c) => c.localPort), [16, 17, 18, 19, 20, 21, 22, 23, 24, 25], "the newest ones");
+});
