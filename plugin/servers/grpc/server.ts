@@ -7,9 +7,9 @@ import { HealthImplementation } from "grpc-health-check";
 import type { ReportBackend } from "../../model/backend.ts";
 import type { Logger } from "../../log.ts";
 import { PluginError } from "../../errors.ts";
-import { EndpointReporterService } from "../../generated/endpoint_reporter.ts";
 import { DEFAULT_GRPC_SOCKET, type GrpcListen, tcpCredentials, tcpTarget } from "./listen-config.ts";
 import { addReflection } from "./reflection.ts";
+import { FastEndpointReporterService } from "./report-encoding.ts";
 import { createEndpointReporterService } from "./service.ts";
 import { bindUnixSocket, type BoundSocket } from "./unix-socket.ts";
 import type { WatchStream } from "./watch.ts";
@@ -84,7 +84,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   });
   const watches = new Set<WatchStream>();
   server.addService(
-    EndpointReporterService,
+    FastEndpointReporterService,
     createEndpointReporterService({
       backend: options.backend,
       hostId: options.hostId,

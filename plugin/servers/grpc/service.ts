@@ -12,7 +12,8 @@ import type {
   WatchRequest,
 } from "../../generated/endpoint_reporter.ts";
 import type { ServerWritableStream } from "@grpc/grpc-js";
-import { connectionToWire, statusToWire } from "./convert.ts";
+import { statusToWire } from "./convert.ts";
+import { lazyEndpointReport } from "./report-encoding.ts";
 import { WatchStream } from "./watch.ts";
 
 export const MAX_CLIENT_ID_LENGTH = 256;
@@ -47,13 +48,14 @@ export function createEndpointReporterService(options: ServiceOptions): Endpoint
       }
       guard(callback, log, () => {
         const result = backend.report(backendClientId(call.request.clientId));
-        return {
+        // Connections are converted and encoded by the Report serializer (report-encoding.ts),
+        // once per connection object rather than on every call.
+        return lazyEndpointReport({
           hostId,
-          connections: result.connections.map(connectionToWire),
           status: currentStatus(),
           droppedClosed: result.droppedClosed,
           firstReport: result.firstReport,
-        };
+        }, result.connections);
       });
     },
 

@@ -207,7 +207,7 @@ export function* collectNodes(connections: Iterable<Connection>, deriver: EdgeDe
   };
   const groups = yield* groupEdges(connections, deriver);
   let work = 0;
-  for (const key of [...groups.keys()].sort()) {
+  for (const key of yield* sortSteps([...groups.keys()])) {
     const group = groups.get(key)!;
     if (due(++work)) yield;
     const { modulus, count } = makeFilter(group.ports);
@@ -232,19 +232,30 @@ export function* collectNodes(connections: Iterable<Connection>, deriver: EdgeDe
       skipped = 0;
     }
   }
-  for (const n of nodes.values()) if (n.adjacency !== undefined && n.adjacency.length > 1) sortedUnique(n.adjacency);
+  for (const n of nodes.values()) {
+    if (due(++work)) yield;
+    if (n.adjacency !== undefined && n.adjacency.length > 1) sortedUnique(n.adjacency);
+  }
   return nodes;
 }
 
-/** The topology's "nodes" object as JSON, keys sorted. Node ids never need escaping (see addressId). */
-export function* renderNodesJson(nodes: ReadonlyMap<string, NodeAcc>, timestamp: string, hostId: string): Steps<string> {
+/** Bytes per finished piece of the nodes JSON: big enough to keep pieces few, small enough to encode in a slice. */
+const CHUNK_CHARS = 64 * 1024;
+
+/**
+ * The topology's "nodes" object as JSON, keys sorted, in UTF-8 pieces to concatenate. Node ids
+ * never need escaping (see addressId). Written piece by piece because one string of megabytes built
+ * by `+=` is a deep rope whose flattening and encoding would stall the event loop for a long time.
+ */
+export function* renderNodesJsonChunks(nodes: ReadonlyMap<string, NodeAcc>, timestamp: string, hostId: string): Steps<Buffer[]> {
   const pidHead = `,"latest":{"pid":{"timestamp":"${timestamp}","value":"`;
   const hostTail = `"},"host_node_id":{"timestamp":"${timestamp}","value":${JSON.stringify(hostNodeId(hostId))}}`;
   const countHead = `"conn_count":{"timestamp":"${timestamp}","value":"`;
+  const chunks: Buffer[] = [];
   let out = "{";
   let first = true;
   let work = 0;
-  for (const id of [...nodes.keys()].sort()) {
+  for (const id of yield* sortSteps([...nodes.keys()])) {
     if (due(++work)) yield;
     const n = nodes.get(id)!;
     out += `${first ? "" : ","}"${id}":{"id":"${id}","topology":"endpoint"`;
@@ -257,8 +268,54 @@ export function* renderNodesJson(nodes: ReadonlyMap<string, NodeAcc>, timestamp:
     }
     if (n.adjacency !== undefined) out += `,"adjacency":["${n.adjacency.join('","')}"]`;
     out += "}";
+    if (out.length >= CHUNK_CHARS) {
+      chunks.push(Buffer.from(out));
+      out = "";
+    }
   }
-  return `${out}}`;
+  chunks.push(Buffer.from(`${out}}`));
+  return chunks;
+}
+
+/** The topology's "nodes" object as JSON text, keys sorted. */
+export function* renderNodesJson(nodes: ReadonlyMap<string, NodeAcc>, timestamp: string, hostId: string): Steps<string> {
+  return Buffer.concat(yield* renderNodesJsonChunks(nodes, timestamp, hostId)).toString();
+}
+
+/** Below this many keys a sort is quick enough to do in one go. */
+const SORT_RUN = 2048;
+
+/**
+ * `keys.sort()` (UTF-16 code unit order, like the default sort) in steps: runs sorted natively,
+ * then merged pairwise, yielding between slices, because sorting 100k ids at once takes ~100 ms.
+ */
+export function* sortSteps(keys: string[]): Steps<string[]> {
+  if (keys.length <= SORT_RUN) return keys.sort();
+  let work = 0;
+  for (let start = 0; start < keys.length; start += SORT_RUN) {
+    if (due((work += 256))) yield;
+    const run = keys.slice(start, start + SORT_RUN).sort();
+    for (let i = 0; i < run.length; i++) keys[start + i] = run[i];
+  }
+  let from = keys;
+  let to = new Array<string>(keys.length);
+  for (let width = SORT_RUN; width < keys.length; width *= 2) {
+    for (let left = 0; left < keys.length; left += 2 * width) {
+      const mid = Math.min(left + width, keys.length);
+      const end = Math.min(left + 2 * width, keys.length);
+      let i = left;
+      let j = mid;
+      let k = left;
+      while (i < mid && j < end) {
+        if (due(++work)) yield;
+        to[k++] = from[j] < from[i] ? from[j++] : from[i++];
+      }
+      while (i < mid) to[k++] = from[i++];
+      while (j < end) to[k++] = from[j++];
+    }
+    [from, to] = [to, from];
+  }
+  return from;
 }
 
 /** The same nodes as objects (for tests and tools). */

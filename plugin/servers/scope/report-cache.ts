@@ -17,7 +17,7 @@ import type { Logger } from "../../log.ts";
 import { connectionKey } from "../../model/connection.ts";
 import { EdgeDeriver, runStepsAsync } from "./endpoint-topology.ts";
 import type { NodeIdContext } from "./node-id.ts";
-import { type PluginIdentity, renderScopeReport } from "./report-json.ts";
+import { type PluginIdentity, renderScopeReportBody } from "./report-json.ts";
 
 export interface ReportCacheOptions {
   /** Least time between the starts of two rebuilds. */
@@ -217,10 +217,9 @@ export class ReportCache {
       if (job.closed.length === 0 && job.dropped === 0 && shared !== undefined) {
         body = shared;
       } else {
-        const text = await runStepsAsync(renderScopeReport(this.#identity, this.#deriver, this.#hostId, {
+        body = await runStepsAsync(renderScopeReportBody(this.#identity, this.#deriver, this.#hostId, {
           open, closed: job.closed, droppedClosed: job.dropped, status, clients, now: new Date(started),
         }));
-        body = Buffer.from(text);
         this.builds++;
         if (job.closed.length === 0 && job.dropped === 0) shared = body;
       }

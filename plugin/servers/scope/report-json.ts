@@ -12,7 +12,7 @@
  */
 import type { Connection } from "../../model/connection.ts";
 import type { TrackerStatus } from "../../model/status.ts";
-import { collectNodes, type EdgeDeriver, renderNodesJson, type Steps } from "./endpoint-topology.ts";
+import { collectNodes, type EdgeDeriver, renderNodesJsonChunks, type Steps } from "./endpoint-topology.ts";
 
 export const API_VERSION = "1";
 export const STATUS_KEY = "EndpointReporterStatus";
@@ -62,6 +62,11 @@ export function summarizeStatus(status: TrackerStatus): string {
 
 /** The report as JSON text, in steps; `deriver` carries the host id and remembers per-connection work. */
 export function* renderScopeReport(identity: PluginIdentity, deriver: EdgeDeriver, hostId: string, input: ReportInput): Steps<string> {
+  return (yield* renderScopeReportBody(identity, deriver, hostId, input)).toString();
+}
+
+/** The report as UTF-8 JSON, in steps: what /report sends. */
+export function* renderScopeReportBody(identity: PluginIdentity, deriver: EdgeDeriver, hostId: string, input: ReportInput): Steps<Buffer> {
   const timestamp = input.now.toISOString();
   const nodes = yield* collectNodes(input.closed.length === 0 ? input.open : [...input.open, ...input.closed], deriver);
   const spec: PluginSpec = {
@@ -82,6 +87,10 @@ export function* renderScopeReport(identity: PluginIdentity, deriver: EdgeDerive
     droppedClosed: input.droppedClosed,
     generatedAt: timestamp,
   };
-  const nodesJson = yield* renderNodesJson(nodes, timestamp, hostId);
-  return `{"Endpoint":{"nodes":${nodesJson}},"Plugins":${JSON.stringify([spec])},"${STATUS_KEY}":${JSON.stringify(status)}}`;
+  const nodesJson = yield* renderNodesJsonChunks(nodes, timestamp, hostId);
+  return Buffer.concat([
+    Buffer.from('{"Endpoint":{"nodes":'),
+    ...nodesJson,
+    Buffer.from(`},"Plugins":${JSON.stringify([spec])},"${STATUS_KEY}":${JSON.stringify(status)}}`),
+  ]);
 }
