@@ -26,7 +26,7 @@ import { parseArgs } from "node:util";
 import { Metadata, type ServiceError } from "@grpc/grpc-js";
 import { EndpointReport, type EndpointReporterClient, ReportRequest, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
 import { startPlugin, type PluginProcess } from "../../test/helpers/plugin-child.ts";
-import { httpGet } from "../../test/unit/grpc-harness.ts";
+import { httpGet } from "../../test/helpers/server-harness.ts";
 import { ConnectionHolders } from "./holders.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));

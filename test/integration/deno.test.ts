@@ -25,7 +25,7 @@ import { type ConnectionEvent, Direction, type EndpointReport, EventType, Source
 import { createTestNetwork } from "../helpers/netns.ts";
 import { startClient, startServer } from "../helpers/peers.ts";
 import { DENO_BIN, DENO_PERMISSIONS, ROOT, socketsPresent, startPlugin } from "../helpers/plugin-child.ts";
-import { httpGet, unary } from "../unit/grpc-harness.ts";
+import { httpGet, unary } from "../helpers/server-harness.ts";
 
 function freshDenoDir(t: { teardown(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), "er-deno-dir-"));

@@ -23,7 +23,7 @@ import { type EndpointReport, type EndpointReporterClient, type TrackerStatus } 
 import { createTestNetwork } from "../helpers/netns.ts";
 import { startClient, startServer } from "../helpers/peers.ts";
 import { ROOT, startPlugin } from "../helpers/plugin-child.ts";
-import { unary } from "../unit/grpc-harness.ts";
+import { unary } from "../helpers/server-harness.ts";
 
 const DURATION_MS = 60_000;
 const WARMUP_MS = 15_000;

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { type ServiceError, status as GrpcStatus } from "@grpc/grpc-js";
 import { type ConnectionEvent, type EndpointReport, EventType, Source, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
 import { socketsPresent, startPlugin } from "../helpers/plugin-child.ts";
-import { httpGet, tempDir, unary } from "../unit/grpc-harness.ts";
+import { httpGet, tempDir, unary } from "../helpers/server-harness.ts";
 
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   t.test(`${signal} when idle: exit 0 within 2 s, both sockets removed`, async (t) => {

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startGrpcServer } from "../../plugin/servers/grpc/server.ts";
 import { EXIT_OK, EXIT_SERVER_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, runCli } from "../../plugin/cli/main.ts";
-import { closeConn, conn, eventually, makeBackend, selfSigned, tempDir } from "./grpc-harness.ts";
+import { closeConn, conn, eventually, makeBackend, selfSigned, tempDir } from "../helpers/server-harness.ts";
 
 function capture(signal?: AbortSignal) {
   const out: string[] = [];

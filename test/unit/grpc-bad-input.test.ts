@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { Client, credentials, Metadata, status as GrpcStatus, type ServiceError } from "@grpc/grpc-js";
 import { startGrpcServer } from "../../plugin/servers/grpc/server.ts";
 import * as pb from "../../plugin/generated/endpoint_reporter.ts";
-import { conn, grpcClient, makeBackend, tempDir, unary } from "./grpc-harness.ts";
+import { conn, grpcClient, makeBackend, tempDir, unary } from "../helpers/server-harness.ts";
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 

@@ -3,7 +3,7 @@ import * as pb from "../../plugin/generated/endpoint_reporter.ts";
 import type { Connection } from "../../plugin/model/connection.ts";
 import { connectionToWire, statusToWire } from "../../plugin/servers/grpc/convert.ts";
 import { FastEndpointReporterService, lazyEndpointReport, serializeEndpointReport } from "../../plugin/servers/grpc/report-encoding.ts";
-import { closeConn, conn, grpcClient, makeBackend, STATUS, tempDir, unary } from "./grpc-harness.ts";
+import { closeConn, conn, grpcClient, makeBackend, STATUS, tempDir, unary } from "../helpers/server-harness.ts";
 import { startGrpcServer } from "../../plugin/servers/grpc/server.ts";
 import { join } from "node:path";
 

@@ -9,7 +9,7 @@ import protoLoader from "@grpc/proto-loader";
 import { service as healthService } from "grpc-health-check";
 import { startGrpcServer, type GrpcServerHandle } from "../../plugin/servers/grpc/server.ts";
 import * as pb from "../../plugin/generated/endpoint_reporter.ts";
-import { closeConn, conn, grpcClient, makeBackend, STATUS, tempDir, unary } from "./grpc-harness.ts";
+import { closeConn, conn, grpcClient, makeBackend, STATUS, tempDir, unary } from "../helpers/server-harness.ts";
 import { PluginError } from "../../plugin/errors.ts";
 
 const transports = [

@@ -4,7 +4,7 @@ import { credentials, Metadata, status as GrpcStatus } from "@grpc/grpc-js";
 import { startGrpcServer } from "../../plugin/servers/grpc/server.ts";
 import { grpcListens, isLoopbackHost, parseHostPort, tcpCredentials } from "../../plugin/servers/grpc/listen-config.ts";
 import { EndpointReporterClient, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
-import { makeBackend, selfSigned, tempDir, unary } from "./grpc-harness.ts";
+import { makeBackend, selfSigned, tempDir, unary } from "../helpers/server-harness.ts";
 
 t.test("plaintext off loopback is refused with a config error", async (t) => {
   const { backend } = makeBackend();

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { type ServiceError, status as GrpcStatus } from "@grpc/grpc-js";
 import { startGrpcServer } from "../../plugin/servers/grpc/server.ts";
 import * as pb from "../../plugin/generated/endpoint_reporter.ts";
-import { closeConn, conn, eventually, grpcClient, makeBackend, tempDir, unary } from "./grpc-harness.ts";
+import { closeConn, conn, eventually, grpcClient, makeBackend, tempDir, unary } from "../helpers/server-harness.ts";
 
 t.test("Watch: snapshot, completion marker, then live opens and closes in order", async (t) => {
   const { table, backend } = makeBackend();

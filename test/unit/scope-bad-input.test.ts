@@ -4,7 +4,7 @@ import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { startScopePlugin } from "../../plugin/servers/scope/plugin-server.ts";
 import type { ReportBackend } from "../../plugin/model/backend.ts";
-import { conn, httpGet, makeBackend, tempDir } from "./grpc-harness.ts";
+import { conn, httpGet, makeBackend, tempDir } from "../helpers/server-harness.ts";
 
 /** Sends raw bytes; resolves with what came back once the server hangs up (or after `waitMs`). */
 function raw(path: string, bytes: Buffer | string, waitMs = 3000): Promise<{ reply: string; hungUp: boolean; ms: number }> {

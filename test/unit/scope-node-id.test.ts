@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { canonicalIp, endpointNodeId, type Network, parseIp, parseNetwork } from "../../plugin/servers/scope/node-id.ts";
 import { buildEndpointNodes, makeFilter } from "../../plugin/servers/scope/endpoint-topology.ts";
 import type { Connection } from "../../plugin/model/connection.ts";
-import { conn } from "./grpc-harness.ts";
+import { conn } from "../helpers/server-harness.ts";
 
 const ctx = (localNetworks: Network[] = []) => ({ hostId: "host-1", localNetworks });
 

@@ -5,7 +5,7 @@ import { request } from "node:http";
 import { join } from "node:path";
 import { startScopePlugin, type ScopePluginHandle } from "../../plugin/servers/scope/plugin-server.ts";
 import type { ReportBackend } from "../../plugin/model/backend.ts";
-import { closeConn, conn, eventually, httpGet, makeBackend, tempDir } from "./grpc-harness.ts";
+import { closeConn, conn, eventually, httpGet, makeBackend, tempDir } from "../helpers/server-harness.ts";
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 

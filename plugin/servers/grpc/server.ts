@@ -11,7 +11,7 @@ import { DEFAULT_GRPC_SOCKET, type GrpcListen, tcpCredentials, tcpTarget } from 
 import { addReflection } from "./reflection.ts";
 import { FastEndpointReporterService } from "./report-encoding.ts";
 import { createEndpointReporterService } from "./service.ts";
-import { bindUnixSocket, type BoundSocket } from "./unix-socket.ts";
+import { bindUnixSocket, type BoundSocket } from "../unix-socket.ts";
 import type { WatchStream } from "./watch.ts";
 
 export const SERVICE_NAME = "scope.endpoint.v1.EndpointReporter";

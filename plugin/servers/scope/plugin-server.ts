@@ -10,7 +10,7 @@ import type { Socket } from "node:net";
 import type { ReportBackend } from "../../model/backend.ts";
 import type { Logger } from "../../log.ts";
 import { PluginError } from "../../errors.ts";
-import { checkSocketPathLength, claimSocketPath, ensureDirectory } from "../grpc/unix-socket.ts";
+import { checkSocketPathLength, claimSocketPath, ensureDirectory } from "../unix-socket.ts";
 import { createScopeRequestHandler } from "./http-handler.ts";
 import { type Network, parseNetwork } from "./node-id.ts";
 import { ReportCache, type ReportCacheOptions } from "./report-cache.ts";

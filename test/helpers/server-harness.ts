@@ -1,4 +1,4 @@
-/** Shared by the grpc-*, scope-* and cli-* tests: the real table and backend, temp dirs, clients. */
+/** Shared by the server, CLI and integration tests: the real table and backend, temp dirs, clients. */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { request } from "node:http";

@@ -6,7 +6,7 @@
 import { chmod, lstat, mkdir, mkdtemp, rename, rm, stat, unlink } from "node:fs/promises";
 import { connect } from "node:net";
 import { basename, dirname, join } from "node:path";
-import { PluginError } from "../../errors.ts";
+import { PluginError } from "../errors.ts";
 
 /** sockaddr_un.sun_path is 108 bytes including the terminating NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;
