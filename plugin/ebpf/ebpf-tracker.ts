@@ -3,7 +3,6 @@
  * decides: losses and death go to the supervisor, which owns the restart/fallback policy.
  */
 import { PluginError } from "../errors.ts";
-import { connectionKey } from "../model/connection.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
 import { decodeBatch } from "./decode.ts";
 import { EventApplier } from "./event-applier.ts";
@@ -64,7 +63,7 @@ export class EbpfTracker {
       debugKillFile: options.debugKillFile,
     };
     this.#reorder = new ReorderBuffer(this.#options.holdBackMs);
-    this.#applier = new EventApplier(table, { orphanCloseTtlMs: 2000 });
+    this.#applier = new EventApplier(table, { orphanCloseTtlMs: 2000, onCloseKey: hooks.onCloseKey });
   }
 
   get running(): boolean {
@@ -134,9 +133,6 @@ export class EbpfTracker {
   #applyEvents(events: ReturnType<ReorderBuffer["release"]>): void {
     if (events.length === 0) return;
     this.#applier.apply(events);
-    if (this.#hooks.onCloseKey !== undefined) {
-      for (const event of events) if (event.type === "close") this.#hooks.onCloseKey(connectionKey(event));
-    }
   }
 
   #pollCounters(): void {

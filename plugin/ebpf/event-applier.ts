@@ -13,11 +13,14 @@ const ORPHAN_LIMIT = 4096;
 export interface EventApplierOptions {
   /** How long a close of an unknown connection may still pair with its late open. */
   orphanCloseTtlMs: number;
+  /** Told the key of every close applied, known or not. */
+  onCloseKey?: (key: string) => void;
 }
 
 export class EventApplier {
   readonly #table: ConnectionTable;
   readonly #orphanTtlNs: number;
+  readonly #onCloseKey: ((key: string) => void) | undefined;
   /** Closes of unknown connections, by key: inserted on such a close, deleted when paired, expired by age or cap. */
   readonly #orphanCloses = new Map<string, { cookie: number; timestampNs: number }>();
   opens = 0;
@@ -27,6 +30,7 @@ export class EventApplier {
   constructor(table: ConnectionTable, options: EventApplierOptions = { orphanCloseTtlMs: 2000 }) {
     this.#table = table;
     this.#orphanTtlNs = options.orphanCloseTtlMs * 1e6;
+    this.#onCloseKey = options.onCloseKey;
   }
 
   apply(events: readonly TrackerEvent[]): void {
@@ -53,6 +57,7 @@ export class EventApplier {
   #close(event: TrackerEvent): void {
     this.closes++;
     const key = connectionKey(event);
+    this.#onCloseKey?.(key);
     if (this.#table.close(key) !== undefined) return;
     if (this.#orphanCloses.size >= ORPHAN_LIMIT) {
       const oldest = this.#orphanCloses.keys().next().value;

@@ -19,11 +19,31 @@ export interface Connection {
   source: SourceKind;
 }
 
+/** Decimal texts of ports and namespace inodes, made once: number-to-string was the key's main cost. */
+const portTexts: Array<string | undefined> = new Array(65536);
+const netnsTexts = new Map<number, string>();
+
+function netnsText(netns: number): string {
+  let text = netnsTexts.get(netns);
+  if (text === undefined) {
+    if (netnsTexts.size >= 65_536) netnsTexts.clear();
+    text = String(netns);
+    netnsTexts.set(netns, text);
+  }
+  return text;
+}
+
 /**
  * Identity of a connection in the table: the four-tuple plus the namespace, because containers
  * reuse the same private addresses and loopback in every namespace.
  */
 export function connectionKey(c: Pick<Connection, "localAddress" | "localPort" | "remoteAddress" | "remotePort" | "netns">): string {
   // join() builds one flat string; a template literal would keep a tree of string pieces per key.
-  return [c.netns, c.localAddress, c.localPort, c.remoteAddress, c.remotePort].join("|");
+  return [
+    netnsText(c.netns),
+    c.localAddress,
+    (portTexts[c.localPort] ??= String(c.localPort)),
+    c.remoteAddress,
+    (portTexts[c.remotePort] ??= String(c.remotePort)),
+  ].join("|");
 }
