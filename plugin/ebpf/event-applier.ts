@@ -9,6 +9,8 @@ import type { ConnectionTable } from "../table/connection-table.ts";
 import type { TrackerEvent } from "./decode.ts";
 
 const ORPHAN_LIMIT = 4096;
+/** Past this many sockets remembered, start over: closes then build their key from the tuple. */
+const SOCKET_KEY_LIMIT = 262_144;
 
 export interface EventApplierOptions {
   /** How long a close of an unknown connection may still pair with its late open. */
@@ -23,6 +25,11 @@ export class EventApplier {
   readonly #onCloseKey: ((key: string) => void) | undefined;
   /** Closes of unknown connections, by key: inserted on such a close, deleted when paired, expired by age or cap. */
   readonly #orphanCloses = new Map<string, { cookie: number; timestampNs: number }>();
+  /**
+   * Table key by socket, so a close need not build its key again (string keys were the largest cost
+   * per event): inserted on open, deleted on that socket's close, reset past SOCKET_KEY_LIMIT.
+   */
+  readonly #keysBySocket = new Map<number, string>();
   opens = 0;
   closes = 0;
   pairedLateOpens = 0;
@@ -45,7 +52,9 @@ export class EventApplier {
     this.opens++;
     const connection = toConnection(event);
     const key = connectionKey(connection);
-    this.#table.open(connection);
+    this.#table.open(connection, key);
+    if (this.#keysBySocket.size >= SOCKET_KEY_LIMIT) this.#keysBySocket.clear();
+    this.#keysBySocket.set(event.sockCookie, key);
     const orphan = this.#orphanCloses.get(key);
     if (orphan !== undefined && orphan.cookie === event.sockCookie) {
       this.#orphanCloses.delete(key);
@@ -56,7 +65,7 @@ export class EventApplier {
 
   #close(event: TrackerEvent): void {
     this.closes++;
-    const key = connectionKey(event);
+    const key = this.#knownKey(event) ?? connectionKey(event);
     this.#onCloseKey?.(key);
     if (this.#table.close(key) !== undefined) return;
     if (this.#orphanCloses.size >= ORPHAN_LIMIT) {
@@ -64,6 +73,18 @@ export class EventApplier {
       if (oldest !== undefined) this.#orphanCloses.delete(oldest);
     }
     this.#orphanCloses.set(key, { cookie: event.sockCookie, timestampNs: event.timestampNs });
+  }
+
+  /** The key this socket was opened under, if it still names this very connection. */
+  #knownKey(event: TrackerEvent): string | undefined {
+    const key = this.#keysBySocket.get(event.sockCookie);
+    if (key === undefined) return undefined;
+    this.#keysBySocket.delete(event.sockCookie);
+    const c = this.#table.get(key);
+    // A socket address is reused once freed: trust the remembered key only if the tuple agrees.
+    const same = c !== undefined && c.localPort === event.localPort && c.remotePort === event.remotePort && c.netns === event.netns &&
+      c.localAddress === event.localAddress && c.remoteAddress === event.remoteAddress;
+    return same ? key : undefined;
   }
 
   #expireOrphans(nowNs: number): void {

@@ -41,8 +41,7 @@ export class ConnectionTable {
    * Adds a connection, or refreshes one already known: known pid/comm/direction are never replaced
    * by unknown ones, because a /proc refresh knows less than the eBPF event that opened it.
    */
-  open(connection: Connection): OpenResult {
-    const key = connectionKey(connection);
+  open(connection: Connection, key = connectionKey(connection)): OpenResult {
     const known = this.#open.get(key);
     if (known !== undefined) {
       this.#open.delete(key);
