@@ -37,22 +37,25 @@ interface Consumer {
 async function startConsumer(command: string, args: string[], readyOn: "stdout" | "stderr", readyText: RegExp): Promise<Consumer> {
   const child = spawn(command, args, { cwd: projectRoot, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
+  let err = "";
   child.stdout.on("data", (d) => (out += d));
+  child.stderr.on("data", (d) => (err += d));
+  // Registered at spawn, so an exit is never missed, however early it comes.
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   await new Promise<void>((resolve, reject) => {
     const lines = createInterface({ input: readyOn === "stdout" ? child.stdout : child.stderr });
     lines.on("line", (line) => readyText.test(line) && resolve());
-    child.on("exit", (code) => reject(new Error(`${command} exited ${code} before it was ready: ${out}`)));
+    void exited.then((code) => reject(new Error(`${command} exited ${code} before it was ready: ${out}${err}`)));
   });
   return {
     pid: child.pid!,
-    stop: () =>
-      new Promise((resolve) => {
-        child.on("exit", () => {
-          const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop() ?? "{}";
-          resolve(JSON.parse(line));
-        });
-        child.kill("SIGTERM");
-      }),
+    async stop() {
+      child.kill("SIGTERM");
+      const code = await exited;
+      const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
+      if (line === undefined) throw new Error(`${command} exited ${code} without its figures: ${err}`);
+      return JSON.parse(line);
+    },
   };
 }
 
