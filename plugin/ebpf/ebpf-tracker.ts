@@ -66,10 +66,6 @@ export class EbpfTracker {
     this.#applier = new EventApplier(table, { orphanCloseTtlMs: 2000, onCloseKey: hooks.onCloseKey });
   }
 
-  get running(): boolean {
-    return this.#native !== undefined;
-  }
-
   get heldBack(): number {
     return this.#reorder.heldBack;
   }
@@ -99,8 +95,9 @@ export class EbpfTracker {
     this.#applyEvents(this.#reorder.release());
   }
 
+  /** As of the last counter poll (or the stop): reading the maps costs syscalls, and status is read per report. */
   counters(): NativeCounters {
-    return this.#native?.counters() ?? this.#lastCounters;
+    return this.#lastCounters;
   }
 
   attachedPrograms(): string[] {

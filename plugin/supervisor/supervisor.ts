@@ -279,11 +279,10 @@ export class Supervisor {
     const tracker = this.#tracker;
     if (tracker === undefined) return;
     this.#tracker = undefined;
-    const failedConnects = tracker.counters().failedConnects;
     tracker.stop();
     this.#retired.events += tracker.eventsReceived;
     this.#retired.heldBack += tracker.heldBack;
-    this.#retired.failedConnects += failedConnects;
+    this.#retired.failedConnects += tracker.counters().failedConnects;
   }
 
   #stopPolling(): void {
