@@ -24,12 +24,14 @@ export interface EbpfTrackerOptions {
 }
 
 export interface EbpfTrackerHooks {
-  /**
-   * `count` events the kernel could not deliver since the last poll: ring buffer full, or a run of
-   * our program skipped because another BPF program was running on that CPU (a softirq landing
-   * inside a process-context run); the kernel counts both, and both are healed the same way.
-   */
+  /** `count` events the kernel could not deliver since the last poll: the ring buffer was full. */
   onLost(count: number): void;
+  /**
+   * `count` runs of our programs the kernel skipped since the last poll because another BPF program
+   * was running on that CPU (a softirq landing inside a run). A few a minute is normal under churn
+   * and says nothing about whether the reader keeps up, so the supervisor heals them, never escalates.
+   */
+  onSkipped(count: number): void;
   onDead(error: Error): void;
   /** Every close the tracker applied, by key, known or not: lets a /proc scan drop seeds that died meanwhile. */
   onCloseKey?(key: string): void;
@@ -135,9 +137,11 @@ export class EbpfTracker {
   #pollCounters(): void {
     if (this.#native === undefined) return;
     const now = this.#native.counters();
-    const lost = now.lost - this.#lastCounters.lost + (now.missed - this.#lastCounters.missed);
+    const lost = now.lost - this.#lastCounters.lost;
+    const skipped = now.missed - this.#lastCounters.missed;
     this.#lastCounters = now;
     if (lost > 0) this.#hooks.onLost(lost);
+    if (skipped > 0) this.#hooks.onSkipped(skipped);
     const killFile = this.#options.debugKillFile;
     if (killFile !== undefined && existsSync(killFile)) {
       rmSync(killFile, { force: true });

@@ -9,7 +9,7 @@ export interface NativeCounters {
   failedConnects: number;
   connectNoPid: number;
   acceptNoSock: number;
-  /** Runs of our programs the kernel skipped (BPF recursion protection): events lost like a full ring's. */
+  /** Runs of our programs the kernel skipped (BPF recursion protection): those events never happened for us. */
   missed: number;
 }
 

@@ -222,6 +222,7 @@ export interface GetStatusRequest {
 
 export interface TrackerCounters {
   events: number;
+  /** Events the kernel could not deliver: the ring buffer was full. Repeated loss means /proc. */
   lost: number;
   reordersHeldBack: number;
   restarts: number;
@@ -232,6 +233,13 @@ export interface TrackerCounters {
   failedConnects: number;
   closesOfUnknown: number;
   evictions: number;
+  /**
+   * Runs of our programs the kernel skipped because another BPF program was running on that CPU
+   * (recursion protection, e.g. a softirq landing inside a run). Healed by a reconcile, never fatal.
+   */
+  skipped: number;
+  /** Ring-buffer records that did not decode (wrong size or unknown type); dropped and counted. */
+  malformedRecords: number;
 }
 
 export interface TrackerStatus {
@@ -981,6 +989,8 @@ function createBaseTrackerCounters(): TrackerCounters {
     failedConnects: 0,
     closesOfUnknown: 0,
     evictions: 0,
+    skipped: 0,
+    malformedRecords: 0,
   };
 }
 
@@ -1018,6 +1028,12 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     }
     if (message.evictions !== 0) {
       writer.uint32(88).uint64(message.evictions);
+    }
+    if (message.skipped !== 0) {
+      writer.uint32(96).uint64(message.skipped);
+    }
+    if (message.malformedRecords !== 0) {
+      writer.uint32(104).uint64(message.malformedRecords);
     }
     return writer;
   },
@@ -1123,6 +1139,22 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
             message.evictions = longToNumber(reader.uint64());
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.skipped = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.malformedRecords = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1172,6 +1204,12 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
         ? globalThis.Number(object.closes_of_unknown)
         : 0,
       evictions: isSet(object.evictions) ? globalThis.Number(object.evictions) : 0,
+      skipped: isSet(object.skipped) ? globalThis.Number(object.skipped) : 0,
+      malformedRecords: isSet(object.malformedRecords)
+        ? globalThis.Number(object.malformedRecords)
+        : isSet(object.malformed_records)
+        ? globalThis.Number(object.malformed_records)
+        : 0,
     };
   },
 
@@ -1210,6 +1248,12 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     if (message.evictions !== 0) {
       obj.evictions = Math.round(message.evictions);
     }
+    if (message.skipped !== 0) {
+      obj.skipped = Math.round(message.skipped);
+    }
+    if (message.malformedRecords !== 0) {
+      obj.malformedRecords = Math.round(message.malformedRecords);
+    }
     return obj;
   },
 
@@ -1229,6 +1273,8 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     message.failedConnects = object.failedConnects ?? 0;
     message.closesOfUnknown = object.closesOfUnknown ?? 0;
     message.evictions = object.evictions ?? 0;
+    message.skipped = object.skipped ?? 0;
+    message.malformedRecords = object.malformedRecords ?? 0;
     return message;
   },
 };

@@ -13,6 +13,9 @@ export interface TrackerCounters {
   failedConnects: number;
   closesOfUnknown: number;
   evictions: number;
+  /** Runs of our BPF programs the kernel skipped (recursion protection): healed by reconcile, never fatal. */
+  skipped: number;
+  malformedRecords: number;
 }
 
 export interface TrackerStatus {
@@ -28,6 +31,6 @@ export function emptyCounters(): TrackerCounters {
   return {
     events: 0, lost: 0, reordersHeldBack: 0, restarts: 0, fallbacks: 0,
     reconcileAdded: 0, reconcileRemoved: 0, connectionsTracked: 0,
-    failedConnects: 0, closesOfUnknown: 0, evictions: 0,
+    failedConnects: 0, closesOfUnknown: 0, evictions: 0, skipped: 0, malformedRecords: 0,
   };
 }

@@ -4,11 +4,12 @@
  * - eBPF first (unless configured otherwise or refused up front); any load/attach failure falls back at once;
  * - a loss is healed by a /proc reconcile as soon as it stops; a second loss within a minute means
  *   the host produces more than the ring can carry, so /proc takes over at once;
+ * - program runs the kernel skipped (BPF recursion protection) are healed the same way, never escalated;
  * - any other death restarts and re-seeds the tracker if the previous death was over a minute ago,
  *   otherwise /proc takes over;
  * - while on /proc, eBPF is retried with a growing back-off.
  */
-import { EbpfTracker, type EbpfTrackerOptions } from "../ebpf/ebpf-tracker.ts";
+import { EbpfTracker, type EbpfTrackerHooks, type EbpfTrackerOptions } from "../ebpf/ebpf-tracker.ts";
 import { describeError, PluginError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Connection, Direction, SourceKind } from "../model/connection.ts";
@@ -18,6 +19,10 @@ import { checkKernel, type KernelFacts } from "./kernel-support.ts";
 import { reconcileTable } from "./reconcile.ts";
 
 export type SourceChoice = "auto" | "ebpf" | "procfs";
+
+/** What the supervisor needs of a live tracker; EbpfTracker is the one real implementation. */
+export type LiveTracker = Pick<EbpfTracker, "start" | "stop" | "flush" | "counters" | "attachedPrograms" | "eventsReceived" | "heldBack" | "malformedRecords">;
+export type TrackerFactory = (table: ConnectionTable, hooks: EbpfTrackerHooks, options: EbpfTrackerOptions) => LiveTracker;
 
 export interface SupervisorOptions {
   source: SourceChoice;
@@ -32,7 +37,11 @@ export interface SupervisorOptions {
   deathWindowMs: number;
   firstRetryMs: number;
   maxRetryMs: number;
+  /** At most one healing reconcile per this interval for skipped program runs. */
+  skipHealSpacingMs?: number;
   now?: () => number;
+  /** Only tests replace this: the kernel's loss and skip counters cannot be made to move on demand. */
+  createTracker?: TrackerFactory;
 }
 
 /** Loss in every counter poll for this long means the ring cannot keep up at all. */
@@ -44,6 +53,8 @@ export const defaultPolicy = {
   deathWindowMs: 60_000,
   firstRetryMs: 5 * 60_000,
   maxRetryMs: 60 * 60_000,
+  /** A scan of 100k connections costs about a second of CPU: steady skipping must not mean steady scanning. */
+  skipHealSpacingMs: 10_000,
 };
 
 export class Supervisor {
@@ -51,7 +62,7 @@ export class Supervisor {
   readonly #options: SupervisorOptions;
   readonly #log: Logger;
   readonly #now: () => number;
-  #tracker: EbpfTracker | undefined;
+  #tracker: LiveTracker | undefined;
   #source: SourceKind = "procfs";
   #since: number;
   #reason = "starting";
@@ -64,10 +75,12 @@ export class Supervisor {
   #lastDeathMs = Number.NEGATIVE_INFINITY;
   #lossEpisode: { startMs: number; quietTimer: ReturnType<typeof setTimeout> | undefined } | undefined;
   #lastLossEpisodeEndMs = Number.NEGATIVE_INFINITY;
+  #skipHealTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastSkipHealMs = Number.NEGATIVE_INFINITY;
   #stopped = false;
   #counters = emptyCounters();
   /** Totals of trackers already stopped, so restarts do not reset what status reports. */
-  #retired = { events: 0, heldBack: 0, failedConnects: 0 };
+  #retired = { events: 0, heldBack: 0, failedConnects: 0, skipped: 0, malformedRecords: 0 };
 
   constructor(table: ConnectionTable, options: SupervisorOptions, log: Logger) {
     this.#table = table;
@@ -106,7 +119,9 @@ export class Supervisor {
 
   status(): TrackerStatus {
     const tracker = this.#tracker;
-    const live = tracker === undefined ? { events: 0, heldBack: 0, failedConnects: 0 } : { events: tracker.eventsReceived, heldBack: tracker.heldBack, failedConnects: tracker.counters().failedConnects };
+    const live = tracker === undefined
+      ? { events: 0, heldBack: 0, failedConnects: 0, skipped: 0, malformedRecords: 0 }
+      : { events: tracker.eventsReceived, heldBack: tracker.heldBack, failedConnects: tracker.counters().failedConnects, skipped: tracker.counters().missed, malformedRecords: tracker.malformedRecords };
     return {
       source: this.#source,
       sinceMs: this.#since,
@@ -116,6 +131,8 @@ export class Supervisor {
         events: this.#retired.events + live.events,
         reordersHeldBack: this.#retired.heldBack + live.heldBack,
         failedConnects: this.#retired.failedConnects + live.failedConnects,
+        skipped: this.#retired.skipped + live.skipped,
+        malformedRecords: this.#retired.malformedRecords + live.malformedRecords,
         connectionsTracked: this.#table.size,
         closesOfUnknown: this.#table.closesOfUnknown,
         evictions: this.#table.evictions,
@@ -134,8 +151,10 @@ export class Supervisor {
   }
 
   async #runEbpf(reason: string): Promise<void> {
-    const tracker = new EbpfTracker(this.#table, {
+    const create: TrackerFactory = this.#options.createTracker ?? ((table, hooks, options) => new EbpfTracker(table, hooks, options));
+    const tracker = create(this.#table, {
       onLost: (count) => this.#onLost(count),
+      onSkipped: (count) => this.#onSkipped(count),
       onDead: (error) => void this.#onDeath(describeError(error)),
       onCloseKey: (key) => {
         for (const sink of this.#closeSinks) sink.add(key);
@@ -190,6 +209,26 @@ export class Supervisor {
       void this.reconcileNow().catch((e) => this.#log.warn("healing reconcile failed", { error: describeError(e) }));
     }, quietAfterMs);
     episode.quietTimer.unref?.();
+  }
+
+  /**
+   * Skipped runs are healed like a loss episode, but never escalate: they come from BPF programs
+   * nesting on one CPU, not from a reader that cannot keep up, so a restart or /proc (which misses
+   * every short-lived connection) would only make things worse. Heals are spaced: steady skipping
+   * costs one scan per skipHealSpacingMs.
+   */
+  #onSkipped(count: number): void {
+    if (this.#skipHealTimer !== undefined) return;
+    const now = this.#now();
+    const quietAfterMs = 1.5 * (this.#options.ebpf.counterPollMs ?? 1000);
+    const delayMs = Math.max(quietAfterMs, this.#lastSkipHealMs + (this.#options.skipHealSpacingMs ?? defaultPolicy.skipHealSpacingMs) - now);
+    this.#log.warn("eBPF program runs skipped by the kernel (another BPF program was running on that CPU); a reconcile heals them", { count, healInMs: Math.round(delayMs) });
+    this.#skipHealTimer = setTimeout(() => {
+      this.#skipHealTimer = undefined;
+      this.#lastSkipHealMs = this.#now();
+      void this.reconcileNow().catch((e) => this.#log.warn("healing reconcile failed", { error: describeError(e) }));
+    }, delayMs);
+    this.#skipHealTimer.unref?.();
   }
 
   async #onDeath(why: string, restartable = true): Promise<void> {
@@ -276,6 +315,8 @@ export class Supervisor {
     this.#reconcileTimer = undefined;
     clearTimeout(this.#lossEpisode?.quietTimer);
     this.#lossEpisode = undefined;
+    clearTimeout(this.#skipHealTimer);
+    this.#skipHealTimer = undefined;
     const tracker = this.#tracker;
     if (tracker === undefined) return;
     this.#tracker = undefined;
@@ -283,6 +324,8 @@ export class Supervisor {
     this.#retired.events += tracker.eventsReceived;
     this.#retired.heldBack += tracker.heldBack;
     this.#retired.failedConnects += tracker.counters().failedConnects;
+    this.#retired.skipped += tracker.counters().missed;
+    this.#retired.malformedRecords += tracker.malformedRecords;
   }
 
   #stopPolling(): void {

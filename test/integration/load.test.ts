@@ -19,7 +19,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { Metadata, type ServiceError } from "@grpc/grpc-js";
-import { type EndpointReport, type EndpointReporterClient, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
+import { type EndpointReport, type EndpointReporterClient, Source, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
 import { createTestNetwork } from "../helpers/netns.ts";
 import { startClient, startServer } from "../helpers/peers.ts";
 import { ROOT, startPlugin } from "../helpers/plugin-child.ts";
@@ -195,10 +195,11 @@ t.test("Load: 200 concurrent Report callers and 20 Watch streams for 60 s while 
   t.comment(JSON.stringify({
     calls, callsPerSecond: Math.round(calls / (DURATION_MS / 1000)), meanRows: Math.round(rows / Math.max(1, calls)),
     p50Ms: Math.round(latencies.sort((a, b) => a - b)[Math.floor(latencies.length / 2)] ?? 0), p99Ms: Math.round(latencies[Math.floor(latencies.length * 0.99)] ?? 0),
-    churned: churn.made(), watchEvents: watchers.last().reduce((s, w) => s + w.live, 0), lost: status.counters?.lost, events: status.counters?.events, pluginCpuPercent,
+    churned: churn.made(), watchEvents: watchers.last().reduce((s, w) => s + w.live, 0), lost: status.counters?.lost, skipped: status.counters?.skipped, events: status.counters?.events, pluginCpuPercent,
   }));
 
   t.ok(plugin.alive(), "the plugin is alive");
+  t.equal(status.source, Source.SOURCE_EBPF, `eBPF stayed live under the load (${status.reason})`);
   t.equal(failures.length, 0, `no failed Report call (${failures.slice(0, 3).join("; ")})`);
   t.ok(calls > CALLERS * 10, `every caller kept calling: ${calls} calls`);
   t.ok(churn.made() >= CHURN_PER_SECOND * (DURATION_MS / 1000) * 0.5 && churn.errors() === 0, `connections churned: ${churn.made()}, ${churn.errors()} connect errors`);
