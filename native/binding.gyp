@@ -7,6 +7,7 @@
       "sources": [
         "src/addon.cc",
         "src/bpf_session.cc",
+        "src/fd_walk.cc",
         "src/libbpf_log.cc",
         "src/tracker_wrap.cc"
       ],

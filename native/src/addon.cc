@@ -3,6 +3,7 @@
 #include <napi.h>
 #include <time.h>
 
+#include "fd_walk.h"
 #include "libbpf_log.h"
 #include "tracker_wrap.h"
 
@@ -21,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tracker", scope_tracker::Tracker::Init(env));
   exports.Set("recordSize", Napi::Number::New(env, 80));
   exports.Set("monotonicNowNs", Napi::Function::New(env, MonotonicNowNs, "monotonicNowNs"));
+  exports.Set("socketInodes", Napi::Function::New(env, scope_tracker::SocketInodes, "socketInodes"));
   return exports;
 }
 

@@ -32,6 +32,11 @@ interface NativeAddon {
   Tracker: new (options: NativeTrackerOptions) => NativeTracker;
   /** CLOCK_MONOTONIC in ns: the clock of the events' timestamps, whatever the JS runtime's own clocks count from. */
   monotonicNowNs(): number;
+  /**
+   * Socket inodes open in one /proc/PID/fd directory, reading at most `maxEntries` from directory
+   * position `from`; `next` is where to go on (absent at the end). Throws with the errno name as `code`.
+   */
+  socketInodes(fdDir: string, from?: bigint, maxEntries?: number): { inodes: Float64Array; next?: bigint };
 }
 
 export const projectRoot = fileURLToPath(new URL("../../", import.meta.url));

@@ -10,12 +10,13 @@
  *    namespaces, and a socket that moved to a process in another namespace is still found);
  * 4. comm of the owners only.
  */
-import { readdirSync, readlinkSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import type { Connection } from "../model/connection.ts";
 import { AddressDecoder } from "./address-decoder.ts";
+import type { FdWalker, FdWalkerKind } from "./fd-walk.ts";
 import { InodeIndex } from "./inode-index.ts";
 import { bracketedInode, isPidName } from "./links.ts";
-import { eachDirEntry, isVanished, readLink, readSmallText, readTable } from "./proc-io.ts";
+import { readLink, readSmallText, readTable } from "./proc-io.ts";
 import { TcpState, TcpTableParser } from "./tcp-table.ts";
 
 export interface ProcScan {
@@ -28,6 +29,8 @@ export interface ProcScan {
   skippedLines: number;
   /** Reads that failed for a reason other than the process vanishing (EACCES, bad links, ...). */
   errors: number;
+  /** Which walk mapped sockets to processes: the native addon's or the JS one. */
+  fdWalker: FdWalkerKind;
   durationMs: number;
 }
 
@@ -36,9 +39,9 @@ const STEP = 128;
 /** procfs hands out net/tcp one page per read() whatever the buffer; copies of it (fixtures) fill more. */
 const TABLE_BUFFER_BYTES = 64 * 1024;
 
-export function* scanSteps(procRoot: string, decoder: AddressDecoder): Generator<void, ProcScan> {
+export function* scanSteps(procRoot: string, decoder: AddressDecoder, walker: FdWalker): Generator<void, ProcScan> {
   const started = performance.now();
-  const result: ProcScan = { connections: [], listening: new Map(), namespaces: 0, skippedLines: 0, errors: 0, durationMs: 0 };
+  const result: ProcScan = { connections: [], listening: new Map(), namespaces: 0, skippedLines: 0, errors: 0, fdWalker: walker.kind, durationMs: 0 };
   const root = procRoot.endsWith("/") && procRoot.length > 1 ? procRoot.slice(0, -1) : procRoot;
   const pids = listPids(root);
   const byNamespace = yield* groupByNamespace(root, pids, result);
@@ -46,7 +49,7 @@ export function* scanSteps(procRoot: string, decoder: AddressDecoder): Generator
   const byInode = new InodeIndex();
   const buffer = new Uint8Array(TABLE_BUFFER_BYTES);
   for (const [netns, members] of byNamespace) yield* readNamespaceTables(root, netns, members, { decoder, buffer, byInode, result });
-  const owners = yield* findOwners(root, pids, byInode, result);
+  const owners = yield* findOwners(root, pids, byInode, walker, result);
   yield* nameOwners(root, owners, result);
   result.durationMs = performance.now() - started;
   return result;
@@ -126,34 +129,26 @@ function* readNamespaceTables(root: string, netns: number, members: number[], { 
 }
 
 /** Sets `pid` on every connection whose socket some process holds; returns the owner pids. */
-function* findOwners(root: string, pids: number[], byInode: InodeIndex, result: ProcScan): Generator<void, Set<number>> {
+function* findOwners(root: string, pids: number[], byInode: InodeIndex, walker: FdWalker, result: ProcScan): Generator<void, Set<number>> {
   const owners = new Set<number>();
   let unowned = byInode.size;
   let sinceYield = 0;
   for (const pid of pids) {
     if (unowned === 0) break;
-    const base = `${root}/${pid}/fd/`;
-    let denied = false;
-    const walked = yield* eachDirEntry(`${root}/${pid}/fd`, (name) => {
-      // The hot loop (one call per open fd on the host): no result objects, no wrappers.
-      let link: string;
-      try {
-        link = readlinkSync(base + name);
-      } catch (error) {
-        // Vanished: that fd was closed meanwhile. Otherwise (EACCES) every other fd fails alike.
-        denied = !isVanished(error);
-        return !denied;
-      }
-      const inode = bracketedInode(link, "socket:[");
-      if (inode === 0) return true;
-      const index = byInode.get(inode);
-      if (index < 0 || result.connections[index].pid !== 0) return true;
+    const walked = yield* walker.socketInodes(`${root}/${pid}/fd`);
+    if (!walked.ok) {
+      if (!walked.vanished) result.errors++;
+      continue;
+    }
+    const inodes = walked.value;
+    for (let i = 0; i < inodes.length; i++) {
+      const index = byInode.get(inodes[i]);
+      if (index < 0 || result.connections[index].pid !== 0) continue;
       result.connections[index].pid = pid;
       owners.add(pid);
-      return --unowned > 0;
-    });
-    if (denied || (!walked.ok && !walked.vanished)) result.errors++;
-    sinceYield += walked.ok ? walked.value : 1;
+      if (--unowned === 0) break;
+    }
+    sinceYield += inodes.length + 1;
     if (sinceYield >= STEP) {
       sinceYield = 0;
       yield;

@@ -4,10 +4,12 @@
  * The I/O is synchronous on purpose, measured: 200k readlinks through fs/promises take about twice
  * as long as readlinkSync (a promise and a thread-pool round trip per call, and the pool is shared
  * with DNS and every other fs user). scanProc keeps the event loop responsive by running the
- * synchronous steps in slices of at most `sliceMs` and yielding between them.
+ * synchronous steps in slices of at most `sliceMs` and yielding between them. The fd walk is the
+ * native addon's when it is built (fd-walk.ts); one process's fds are then one blocking call.
  */
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { AddressDecoder } from "./address-decoder.ts";
+import { fdWalker, type FdWalkerKind } from "./fd-walk.ts";
 import { type ProcScan, scanSteps } from "./scan-steps.ts";
 
 export type { ProcScan } from "./scan-steps.ts";
@@ -17,6 +19,8 @@ export interface ScanOptions {
   procRoot?: string;
   /** scanProc only: longest stretch of blocking work before the event loop gets a turn. */
   sliceMs?: number;
+  /** Which fd walk maps sockets to processes; the native addon's when it is built, by default. */
+  fdWalker?: FdWalkerKind;
 }
 
 const DEFAULT_SLICE_MS = 10;
@@ -25,7 +29,7 @@ const decoder = new AddressDecoder();
 
 export async function scanProc(options: ScanOptions = {}): Promise<ProcScan> {
   const sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
-  const steps = scanSteps(options.procRoot ?? "/proc", decoder);
+  const steps = scanSteps(options.procRoot ?? "/proc", decoder, fdWalker(options.fdWalker));
   let sliceStart = performance.now();
   for (;;) {
     const step = steps.next();
@@ -39,7 +43,7 @@ export async function scanProc(options: ScanOptions = {}): Promise<ProcScan> {
 
 /** Blocks until done: for tools and benchmarks, not for a process that serves anything. */
 export function scanProcSync(options: ScanOptions = {}): ProcScan {
-  const steps = scanSteps(options.procRoot ?? "/proc", decoder);
+  const steps = scanSteps(options.procRoot ?? "/proc", decoder, fdWalker(options.fdWalker));
   for (;;) {
     const step = steps.next();
     if (step.done) return step.value;

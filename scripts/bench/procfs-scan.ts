@@ -1,6 +1,8 @@
 /**
- * /proc scan benchmark: our scan against a C floor doing the same work (procfs-floor.c) and against
- * `ss -tanp`, with 1k, 10k and 100k established loopback connections held by conn-holder.c.
+ * /proc scan benchmark: our scan against a C floor doing the same work (procfs-floor.c, with full-path
+ * readlink and with readlinkat, which is what our native fd walk uses), against our scan with the JS
+ * fd walk (the previous version, and what runs when the addon is not built) and against `ss -tanp`,
+ * with 1k, 10k and 100k established loopback connections held by conn-holder.c.
  *
  *   node --import tsx scripts/bench/procfs-scan.ts [--sizes 1000,10000,100000] [--reps 3] [--no-ss]
  *
@@ -89,7 +91,7 @@ async function main(): Promise<void> {
       // Warm-up: the first walk instantiates a dentry per /proc/PID/fd/N; whoever ran first would pay it.
       scanProcSync();
       runFloor();
-      const sync: Timing[] = [], async: Array<Timing & { attributed: number }> = [], floor: FloorRun[] = [], floorAt: FloorRun[] = [];
+      const sync: Timing[] = [], async: Array<Timing & { attributed: number }> = [], jsWalk: Timing[] = [], floor: FloorRun[] = [], floorAt: FloorRun[] = [];
       let worstStallMs = 0;
       for (let i = 0; i < reps; i++) {
         // Interleaved, so that load from elsewhere on the machine hits all of them alike.
@@ -99,27 +101,29 @@ async function main(): Promise<void> {
         async.push(await timeOurs(() => scanProc()));
         stalls.disable();
         worstStallMs = Math.max(worstStallMs, stalls.max / 1e6);
+        jsWalk.push(await timeOurs(() => scanProcSync({ fdWalker: "js" })));
         floor.push(runFloor());
         floorAt.push(runFloor("--at"));
       }
       const attributed = Math.min(...async.map((r) => r.attributed));
       if (attributed < 2 * size) console.warn(`  warning: our scan attributed ${attributed} sockets, expected at least ${2 * size}`);
       const ssMs = values["no-ss"] ? Number.NaN : size >= 50_000 ? timeSs() : median(Array.from({ length: reps }, timeSs));
-      const s = mid(sync), a = mid(async), f = mid(floor), fa = mid(floorAt);
+      const s = mid(sync), a = mid(async), j = mid(jsWalk), f = mid(floor), fa = mid(floorAt);
       const parse = median(floor.map((r) => r.parseMs)), walk = median(floor.map((r) => r.fdWalkMs));
-      console.log(`  ours: sync ${fmt(s.wallMs)} (cpu ${fmt(s.cpuMs)}), async ${fmt(a.wallMs)} (cpu ${fmt(a.cpuMs)}, event loop stalled at most ${fmt(worstStallMs)}); ${attributed} sockets attributed`);
+      console.log(`  ours (native fd walk): sync ${fmt(s.wallMs)} (cpu ${fmt(s.cpuMs)}), async ${fmt(a.wallMs)} (cpu ${fmt(a.cpuMs)}, event loop stalled at most ${fmt(worstStallMs)}); ${attributed} sockets attributed`);
+      console.log(`  ours with the JS fd walk: sync ${fmt(j.wallMs)} (cpu ${fmt(j.cpuMs)})`);
       console.log(`  C floor: ${fmt(f.wallMs)} (cpu ${fmt(f.cpuMs)}; parse ${fmt(parse)} + fd walk ${fmt(walk)}); with readlinkat ${fmt(fa.wallMs)}`);
       console.log(`  ss -tanp: ${fmt(ssMs)}`);
       rows.push([
-        String(size), fmt(s.wallMs), fmt(a.wallMs), fmt(f.wallMs), fmt(ssMs),
-        (s.wallMs / f.wallMs).toFixed(2), (a.wallMs / f.wallMs).toFixed(2), (s.cpuMs / f.cpuMs).toFixed(2),
-        Number.isNaN(ssMs) ? "-" : (a.wallMs / ssMs).toFixed(3),
+        String(size), fmt(s.wallMs), fmt(a.wallMs), fmt(j.wallMs), fmt(f.wallMs), fmt(fa.wallMs), fmt(ssMs),
+        (s.wallMs / f.wallMs).toFixed(2), (a.wallMs / f.wallMs).toFixed(2), (a.wallMs / fa.wallMs).toFixed(2), (s.cpuMs / fa.cpuMs).toFixed(2),
+        (j.wallMs / s.wallMs).toFixed(2), Number.isNaN(ssMs) ? "-" : (a.wallMs / ssMs).toFixed(3),
       ]);
     }
   } finally {
     await holders.stop();
   }
-  const header = ["connections", "ours sync", "ours async", "C floor", "ss -tanp", "sync/C", "async/C", "cpu sync/C", "async/ss"];
+  const header = ["connections", "ours sync", "ours async", "JS walk sync", "C floor", "C readlinkat", "ss -tanp", "sync/C", "async/C", "async/C-at", "cpu sync/C-at", "JS/native", "async/ss"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
   console.log(`\n${line(header)}\n${rows.map(line).join("\n")}`);

@@ -1,6 +1,7 @@
 import { readFileSync, readlinkSync } from "node:fs";
 import { type AddressInfo, createServer, connect, type Server, type Socket } from "node:net";
 import t from "tap";
+import { loadNativeAddon } from "../../plugin/ebpf/native-addon.ts";
 import { scanProc } from "../../plugin/procfs/scan.ts";
 
 const canScan = (() => {
@@ -79,4 +80,38 @@ t.test("a dual-stack server's IPv4 client is reported with plain IPv4 addresses"
   const scan = await scanProc();
   const serverSide = scan.connections.find((c) => c.localPort === port && c.remotePort === client.localPort);
   t.match(serverSide, { localAddress: "127.0.0.1", remoteAddress: "127.0.0.1", pid: process.pid, direction: "incoming" });
+});
+
+t.test("on the live /proc, the native fd walk attributes a real connection to this process as the JS walk does", { skip: canScan ? false : "no readable /proc" }, async (t) => {
+  const pair = await openPair("127.0.0.1");
+  t.teardown(() => close(pair));
+  const mine = (c: { localPort: number; remotePort: number }) => c.localPort === pair.port || c.remotePort === pair.port;
+  const native = await scanProc({ fdWalker: "native" });
+  const js = await scanProc({ fdWalker: "js" });
+  const ours = (scan: typeof native) => scan.connections.filter(mine).map((c) => `${c.localPort}>${c.remotePort} ${c.pid} ${c.comm}`).sort();
+  t.equal(ours(native).length, 2, "both ends");
+  t.ok(native.connections.filter(mine).every((c) => c.pid === process.pid), "owned by this process");
+  t.same(ours(native), ours(js));
+});
+
+t.test("the native fd walk in small chunks (how it yields inside a process with 100k fds) finds what one call finds", async (t) => {
+  const pairs = await Promise.all([openPair("127.0.0.1"), openPair("127.0.0.1"), openPair("127.0.0.1")]);
+  t.teardown(() => pairs.forEach(close));
+  const addon = loadNativeAddon();
+  const dir = `/proc/${process.pid}/fd`;
+  const whole = addon.socketInodes(dir);
+  t.equal(whole.next, undefined, "one call reads to the end");
+  t.ok(whole.inodes.length >= 9, `three listeners and six connected sockets at least (${whole.inodes.length})`);
+  const chunked: number[] = [];
+  let calls = 0;
+  for (let from: bigint | undefined = 0n; from !== undefined; calls++) {
+    const chunk = addon.socketInodes(dir, from, 2);
+    chunked.push(...chunk.inodes);
+    from = chunk.next;
+  }
+  t.same(chunked, [...whole.inodes], "the same inodes in the same order");
+  t.ok(calls > whole.inodes.length / 2, `in ${calls} calls of at most 2 entries`);
+  t.throws(() => addon.socketInodes(dir, -1n, 2), /from must be a BigInt >= 0n/);
+  t.throws(() => addon.socketInodes(dir, 0n, 0), /maxEntries >= 1/);
+  t.throws(() => addon.socketInodes("/proc/4194305/fd"), { code: "ENOENT" }, "a pid that does not exist: vanished");
 });

@@ -163,3 +163,15 @@ t.test("property: generated hostile trees never throw and count every bad table 
   }), { numRuns: 60 });
   t.pass("no throw; skipped lines accounted");
 });
+
+t.test("the native fd walk (the default once the addon is built) and the JS walk find the same, errors included", async (t) => {
+  for (const tree of ["two-ns", "hostile"]) {
+    const procRoot = join(fixtures, tree);
+    const native = scanProcSync({ procRoot });
+    const js = scanProcSync({ procRoot, fdWalker: "js" });
+    t.equal(native.fdWalker, "native", `${tree}: the addon's walk is the default`);
+    t.equal(js.fdWalker, "js");
+    t.same(native.connections.map(pick), js.connections.map(pick), `${tree}: same connections and owners`);
+    t.equal(native.errors, js.errors, `${tree}: same errors (${js.errors})`);
+  }
+});

@@ -1,0 +1,93 @@
+/**
+ * The socket inodes open in one /proc/PID/fd directory, in directory order: the scan's hot loop
+ * (one link per open fd on the host). The native addon does it with readlinkat() and no string per
+ * link; the JS walk is the same loop through readlinkSync, for when the addon is not built.
+ */
+import { readlinkSync } from "node:fs";
+import { loadNativeAddon } from "../ebpf/native-addon.ts";
+import { bracketedInode } from "./links.ts";
+import { eachDirEntry, isVanished, type Outcome } from "./proc-io.ts";
+
+export type FdWalkerKind = "native" | "js";
+
+export interface FdWalker {
+  readonly kind: FdWalkerKind;
+  /**
+   * Not ok when the directory cannot be read (vanished: the process is gone) or a link cannot
+   * (EACCES: every other fd fails alike). The JS walk yields every few hundred entries.
+   */
+  socketInodes(fdDir: string): Generator<void, Outcome<ArrayLike<number>>>;
+}
+
+const VANISHED = { ok: false, vanished: true } as const;
+const FAILED = { ok: false, vanished: false } as const;
+
+export const jsFdWalker: FdWalker = {
+  kind: "js",
+  *socketInodes(fdDir) {
+    const inodes: number[] = [];
+    let denied = false;
+    const base = `${fdDir}/`;
+    const walked = yield* eachDirEntry(fdDir, (name) => {
+      let link: string;
+      try {
+        link = readlinkSync(base + name);
+      } catch (error) {
+        // Vanished: that fd was closed meanwhile.
+        denied = !isVanished(error);
+        return !denied;
+      }
+      const inode = bracketedInode(link, "socket:[");
+      if (inode !== 0) inodes.push(inode);
+      return true;
+    });
+    if (!walked.ok) return walked;
+    return denied ? FAILED : { ok: true, value: inodes };
+  },
+};
+
+/** Entries per native call: a few milliseconds of readlinks, then the scan may yield. */
+const NATIVE_CHUNK = 1024;
+
+let native: FdWalker | null | undefined;
+
+/** The addon's walker, or undefined when the addon is not built (or predates it). */
+export function nativeFdWalker(): FdWalker | undefined {
+  if (native === undefined) {
+    try {
+      const addon = loadNativeAddon();
+      native = typeof addon.socketInodes !== "function" ? null : {
+        kind: "native",
+        *socketInodes(fdDir) {
+          let found: ArrayLike<number> | undefined;
+          let more: number[] | undefined;
+          for (let from = 0n; ;) {
+            let chunk: ReturnType<typeof addon.socketInodes>;
+            try {
+              chunk = addon.socketInodes(fdDir, from, NATIVE_CHUNK);
+            } catch (error) {
+              return isVanished(error) ? VANISHED : FAILED;
+            }
+            if (found === undefined) found = chunk.inodes;
+            else for (const inode of chunk.inodes) (more ??= Array.from(found)).push(inode);
+            if (chunk.next === undefined) return { ok: true, value: more ?? found };
+            from = chunk.next;
+            yield;
+          }
+        },
+      };
+    } catch {
+      native = null;
+    }
+  }
+  return native ?? undefined;
+}
+
+/** The native walker when it is there (or `kind` says which); asking for "native" without it throws. */
+export function fdWalker(kind?: FdWalkerKind): FdWalker {
+  if (kind === "js") return jsFdWalker;
+  const found = nativeFdWalker();
+  if (found !== undefined) return found;
+  if (kind === "native") throw new Error("the native fd walker is not built (run scripts/build-native.sh)");
+  return jsFdWalker;
+}
