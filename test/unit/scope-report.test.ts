@@ -163,6 +163,34 @@ t.test("answers come from a ready snapshot, rebuilt after changes", async (t) =>
   t.ok(body.includes(";10.200.0.1;12345"), "the change is in the next report");
 });
 
+t.test("a rebuild waits while a body is still being written, then finishes; the body arrives whole", async (t) => {
+  const { table, backend } = makeBackend();
+  for (let i = 0; i < 20_000; i++) table.open(conn({ localAddress: `10.1.${i >> 8}.${i & 255}`, localPort: 30000 + (i % 30000), pid: 1 + (i % 50) }));
+  const p = await plugin(t, backend, { cache: { minRebuildIntervalMs: 50 } });
+  await p.cache.refresh();
+  // A reader that takes the headers and then stops reading: several MB stay in flight.
+  let resume: () => void = () => {};
+  const received = new Promise<Buffer>((resolve, reject) => {
+    const req = request({ socketPath: p.socketPath, path: "/report?api_version=1&probe_id=slow", agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.pause();
+      resume = () => void res.on("data", (d: Buffer) => chunks.push(d)).resume();
+      res.on("end", () => resolve(Buffer.concat(chunks)));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+  await eventually(() => resume.toString() !== "() => {}", 2000, "the response headers");
+  const builds = p.cache.builds;
+  table.open(conn({ localAddress: "10.200.0.1", localPort: 12345 }));
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(p.cache.builds, builds, "no rebuild finished while the body was still going out");
+  resume();
+  const body = await received;
+  await eventually(() => p.cache.builds > builds, 5000, "the rebuild after the body was out");
+  t.equal(Object.keys(JSON.parse(body.toString("utf8")).Endpoint.nodes).length > 20_000, true, "the body arrived whole and parses");
+});
+
 t.test("routes: 404 elsewhere, 405 for other methods, 400 for bad queries", async (t) => {
   const { backend } = makeBackend();
   const p = await plugin(t, backend);

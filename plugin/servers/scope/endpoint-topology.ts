@@ -120,12 +120,14 @@ export function runSteps<T>(steps: Steps<T>): T {
   }
 }
 
-export async function runStepsAsync<T>(steps: Steps<T>): Promise<T> {
+/** `pause`, between slices: a promise to wait for first (something more urgent is running), or undefined. */
+export async function runStepsAsync<T>(steps: Steps<T>, pause?: () => Promise<void> | undefined): Promise<T> {
   for (;;) {
     sliceStart = performance.now();
     const r = steps.next();
     if (r.done) return r.value;
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    const waitFor = pause?.();
+    await (waitFor ?? new Promise<void>((resolve) => setImmediate(resolve)));
   }
 }
 

@@ -15,6 +15,8 @@ const PROBE_ID = /^[A-Za-z0-9._:-]+$/;
 
 export interface ReportSource {
   bodyFor(probeId: string | undefined): Buffer;
+  /** Told when a body starts going out; the returned function is called once it is out or abandoned. */
+  responseWriting?(): () => void;
 }
 
 export function createScopeRequestHandler(source: ReportSource, log?: Logger) {
@@ -56,7 +58,13 @@ function route(source: ReportSource, req: IncomingMessage, res: ServerResponse):
   }
   const body = source.bodyFor(probeId);
   res.writeHead(200, { "Content-Type": "application/json", "Content-Length": body.length });
-  res.end(req.method === "HEAD" ? undefined : body);
+  if (req.method === "HEAD") return void res.end();
+  const written = source.responseWriting?.();
+  if (written !== undefined) {
+    res.once("finish", written);
+    res.once("close", written);
+  }
+  res.end(body);
 }
 
 /** The probe_id, or undefined when absent; throws ERR_BAD_REQUEST for values Scope never sends. */
