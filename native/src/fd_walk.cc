@@ -15,23 +15,11 @@
 namespace scope_tracker {
 namespace {
 
-const char* ErrnoName(int err) {
-  switch (err) {
-    case ENOENT: return "ENOENT";
-    case ESRCH: return "ESRCH";
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case ENOTDIR: return "ENOTDIR";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case ENOMEM: return "ENOMEM";
-    default: return "EIO";
-  }
-}
-
 Napi::Error ErrnoError(Napi::Env env, int err, const char* what, const std::string& path) {
   Napi::Error e = Napi::Error::New(env, std::string(what) + " " + path + ": " + strerror(err));
-  e.Set("code", Napi::String::New(env, ErrnoName(err)));
+  // Node's fs errors carry the errno name as `code` (ENOENT, EACCES, ...); so do ours.
+  const char* name = strerrorname_np(err);
+  e.Set("code", Napi::String::New(env, name != nullptr ? name : "EUNKNOWN"));
   e.Set("errno", Napi::Number::New(env, -err));
   return e;
 }

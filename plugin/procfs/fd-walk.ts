@@ -6,7 +6,7 @@
 import { readlinkSync } from "node:fs";
 import { loadNativeAddon } from "../ebpf/native-addon.ts";
 import { bracketedInode } from "./links.ts";
-import { eachDirEntry, isVanished, type Outcome } from "./proc-io.ts";
+import { eachDirEntry, FAILED, failure, isVanished, type Outcome } from "./proc-io.ts";
 
 export type FdWalkerKind = "native" | "js";
 
@@ -18,9 +18,6 @@ export interface FdWalker {
    */
   socketInodes(fdDir: string): Generator<void, Outcome<ArrayLike<number>>>;
 }
-
-const VANISHED = { ok: false, vanished: true } as const;
-const FAILED = { ok: false, vanished: false } as const;
 
 export const jsFdWalker: FdWalker = {
   kind: "js",
@@ -59,21 +56,19 @@ export function nativeFdWalker(): FdWalker | undefined {
       native = typeof addon.socketInodes !== "function" ? null : {
         kind: "native",
         *socketInodes(fdDir) {
-          let found: ArrayLike<number> | undefined;
-          let more: number[] | undefined;
-          for (let from = 0n; ;) {
-            let chunk: ReturnType<typeof addon.socketInodes>;
+          const chunks: Float64Array[] = [];
+          for (let from: bigint | undefined = 0n; from !== undefined;) {
+            if (chunks.length > 0) yield;
             try {
-              chunk = addon.socketInodes(fdDir, from, NATIVE_CHUNK);
+              const chunk = addon.socketInodes(fdDir, from, NATIVE_CHUNK);
+              chunks.push(chunk.inodes);
+              from = chunk.next;
             } catch (error) {
-              return isVanished(error) ? VANISHED : FAILED;
+              return failure(error);
             }
-            if (found === undefined) found = chunk.inodes;
-            else for (const inode of chunk.inodes) (more ??= Array.from(found)).push(inode);
-            if (chunk.next === undefined) return { ok: true, value: more ?? found };
-            from = chunk.next;
-            yield;
           }
+          // Nearly every process fits one chunk: its array is the answer as it is.
+          return { ok: true, value: chunks.length === 1 ? chunks[0] : chunks.flatMap((c) => Array.from(c)) };
         },
       };
     } catch {

@@ -18,9 +18,9 @@ export function isVanished(error: unknown): boolean {
 export type Outcome<T> = { ok: true; value: T } | { ok: false; vanished: boolean };
 
 const VANISHED = { ok: false, vanished: true } as const;
-const FAILED = { ok: false, vanished: false } as const;
+export const FAILED = { ok: false, vanished: false } as const;
 
-function failure(error: unknown): { ok: false; vanished: boolean } {
+export function failure(error: unknown): { ok: false; vanished: boolean } {
   return isVanished(error) ? VANISHED : FAILED;
 }
 

@@ -80,7 +80,7 @@ export class Supervisor {
   #stopped = false;
   #counters = emptyCounters();
   /** Totals of trackers already stopped, so restarts do not reset what status reports. */
-  #retired = { events: 0, heldBack: 0, failedConnects: 0, skipped: 0, malformedRecords: 0 };
+  #retired = emptyTotals();
 
   constructor(table: ConnectionTable, options: SupervisorOptions, log: Logger) {
     this.#table = table;
@@ -119,9 +119,7 @@ export class Supervisor {
 
   status(): TrackerStatus {
     const tracker = this.#tracker;
-    const live = tracker === undefined
-      ? { events: 0, heldBack: 0, failedConnects: 0, skipped: 0, malformedRecords: 0 }
-      : { events: tracker.eventsReceived, heldBack: tracker.heldBack, failedConnects: tracker.counters().failedConnects, skipped: tracker.counters().missed, malformedRecords: tracker.malformedRecords };
+    const live = tracker === undefined ? emptyTotals() : trackerTotals(tracker);
     return {
       source: this.#source,
       sinceMs: this.#since,
@@ -188,7 +186,6 @@ export class Supervisor {
   #onLost(count: number): void {
     this.#counters.lost += count;
     const now = this.#now();
-    const quietAfterMs = 1.5 * (this.#options.ebpf.counterPollMs ?? 1000);
     if (this.#lossEpisode === undefined) {
       const repeated = now - this.#lastLossEpisodeEndMs < this.#options.deathWindowMs;
       this.#log.warn("eBPF events lost", { count, repeated });
@@ -206,8 +203,8 @@ export class Supervisor {
     episode.quietTimer = setTimeout(() => {
       this.#lossEpisode = undefined;
       this.#lastLossEpisodeEndMs = this.#now();
-      void this.reconcileNow().catch((e) => this.#log.warn("healing reconcile failed", { error: describeError(e) }));
-    }, quietAfterMs);
+      this.#heal();
+    }, this.#quietAfterMs());
     episode.quietTimer.unref?.();
   }
 
@@ -220,15 +217,23 @@ export class Supervisor {
   #onSkipped(count: number): void {
     if (this.#skipHealTimer !== undefined) return;
     const now = this.#now();
-    const quietAfterMs = 1.5 * (this.#options.ebpf.counterPollMs ?? 1000);
-    const delayMs = Math.max(quietAfterMs, this.#lastSkipHealMs + (this.#options.skipHealSpacingMs ?? defaultPolicy.skipHealSpacingMs) - now);
+    const delayMs = Math.max(this.#quietAfterMs(), this.#lastSkipHealMs + (this.#options.skipHealSpacingMs ?? defaultPolicy.skipHealSpacingMs) - now);
     this.#log.warn("eBPF program runs skipped by the kernel (another BPF program was running on that CPU); a reconcile heals them", { count, healInMs: Math.round(delayMs) });
     this.#skipHealTimer = setTimeout(() => {
       this.#skipHealTimer = undefined;
       this.#lastSkipHealMs = this.#now();
-      void this.reconcileNow().catch((e) => this.#log.warn("healing reconcile failed", { error: describeError(e) }));
+      this.#heal();
     }, delayMs);
     this.#skipHealTimer.unref?.();
+  }
+
+  /** One counter poll and a half: a poll without news after this means the kernel stopped dropping. */
+  #quietAfterMs(): number {
+    return 1.5 * (this.#options.ebpf.counterPollMs ?? 1000);
+  }
+
+  #heal(): void {
+    void this.reconcileNow().catch((e) => this.#log.warn("healing reconcile failed", { error: describeError(e) }));
   }
 
   async #onDeath(why: string, restartable = true): Promise<void> {
@@ -321,11 +326,8 @@ export class Supervisor {
     if (tracker === undefined) return;
     this.#tracker = undefined;
     tracker.stop();
-    this.#retired.events += tracker.eventsReceived;
-    this.#retired.heldBack += tracker.heldBack;
-    this.#retired.failedConnects += tracker.counters().failedConnects;
-    this.#retired.skipped += tracker.counters().missed;
-    this.#retired.malformedRecords += tracker.malformedRecords;
+    const totals = trackerTotals(tracker);
+    for (const name of Object.keys(totals) as Array<keyof TrackerTotals>) this.#retired[name] += totals[name];
   }
 
   #stopPolling(): void {
@@ -339,4 +341,16 @@ export class Supervisor {
     this.#stopPolling();
     clearInterval(this.#reconcileTimer);
   }
+}
+
+/** A tracker's share of the status counters; the supervisor keeps the sum of stopped trackers'. */
+type TrackerTotals = ReturnType<typeof emptyTotals>;
+
+function emptyTotals() {
+  return { events: 0, heldBack: 0, failedConnects: 0, skipped: 0, malformedRecords: 0 };
+}
+
+function trackerTotals(tracker: LiveTracker): TrackerTotals {
+  const counters = tracker.counters();
+  return { events: tracker.eventsReceived, heldBack: tracker.heldBack, failedConnects: counters.failedConnects, skipped: counters.missed, malformedRecords: tracker.malformedRecords };
 }

@@ -20,7 +20,6 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
-import { request } from "node:http";
 import http2 from "node:http2";
 import { connect as netConnect } from "node:net";
 import { dirname, join } from "node:path";
@@ -29,7 +28,7 @@ import { parseArgs } from "node:util";
 import { Metadata, type ServiceError } from "@grpc/grpc-js";
 import { EndpointReport, type EndpointReporterClient, ReportRequest, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
 import { startPlugin, type PluginProcess } from "../../test/helpers/plugin-child.ts";
-import { httpGet } from "../../test/helpers/server-harness.ts";
+import { httpGet, httpGetBytes } from "../../test/helpers/server-harness.ts";
 import { ConnectionHolders } from "./holders.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -82,19 +81,6 @@ function measureSync(n: number, once: () => unknown): Dist {
   }
   ms.sort((a, b) => a - b);
   return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n };
-}
-
-/** GET over the Unix socket, the body kept as bytes. */
-function httpGetBytes(socketPath: string, path: string): Promise<{ status: number; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (d: Buffer) => chunks.push(d));
-      res.on("end", () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks) }));
-    });
-    req.on("error", reject);
-    req.end();
-  });
 }
 
 function unaryCall<T>(start: (cb: (error: ServiceError | null, value: T) => void) => unknown): Promise<T> {

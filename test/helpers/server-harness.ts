@@ -95,6 +95,19 @@ export interface HttpReply {
   body: string;
 }
 
+/** GET over a Unix socket with the body kept as bytes (as a Go client reads it before decoding). */
+export function httpGetBytes(socketPath: string, path: string): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (d: Buffer) => chunks.push(d));
+      res.on("end", () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks) }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 export function httpGet(socketPath: string, path: string, method = "GET"): Promise<HttpReply> {
   return new Promise((resolve, reject) => {
     const req = request({ socketPath, path, method, agent: false }, (res) => {
