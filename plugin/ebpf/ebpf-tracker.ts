@@ -4,10 +4,9 @@
  */
 import { PluginError } from "../errors.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
-import { decodeBatch } from "./decode.ts";
 import { EventApplier } from "./event-applier.ts";
 import { defaultObjectPath, loadNativeAddon, type NativeCounters, type NativeTracker } from "./native-addon.ts";
-import { ReorderBuffer } from "./reorder-buffer.ts";
+import { type ReleasedRecords, ReorderBuffer } from "./reorder-buffer.ts";
 import { existsSync, rmSync } from "node:fs";
 
 export interface EbpfTrackerOptions {
@@ -49,7 +48,6 @@ export class EbpfTracker {
   #lastCounters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0 };
   #dead = false;
   eventsReceived = 0;
-  malformedRecords = 0;
 
   constructor(table: ConnectionTable, hooks: EbpfTrackerHooks, options: EbpfTrackerOptions = {}) {
     this.#table = table;
@@ -70,6 +68,11 @@ export class EbpfTracker {
 
   get heldBack(): number {
     return this.#reorder.heldBack;
+  }
+
+  /** Records of unknown type or family: dropped and counted. */
+  get malformedRecords(): number {
+    return this.#reorder.malformed;
   }
 
   /** Loads and attaches; throws the addon's coded error (ERR_BPF_*) when the kernel says no. */
@@ -119,19 +122,16 @@ export class EbpfTracker {
   }
 
   #onBatch(batch: Uint8Array): void {
-    const { events, malformed } = decodeBatch(batch);
-    this.eventsReceived += events.length;
-    this.malformedRecords += malformed;
-    this.#reorder.push(events);
+    this.eventsReceived += this.#reorder.push(batch);
   }
 
   #applyDue(): void {
     this.#applyEvents(this.#reorder.release(this.#clock()));
   }
 
-  #applyEvents(events: ReturnType<ReorderBuffer["release"]>): void {
-    if (events.length === 0) return;
-    this.#applier.apply(events);
+  #applyEvents(records: ReleasedRecords): void {
+    if (records.count === 0) return;
+    this.#applier.apply(records);
   }
 
   #pollCounters(): void {

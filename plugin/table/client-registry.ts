@@ -1,11 +1,12 @@
 /**
  * Closed connections kept until every client has seen them once (Scope kept them for one consumer
  * only; with several probes or tools polling, each must see every short-lived connection).
- * One shared log of closes with a cursor per client, so memory does not grow with the number of
- * clients. Bounded twice: the log keeps at most `maxClosedPerClient` closes (a client that falls
+ * One shared log of closes (closed-log.ts) with a cursor per client, so memory does not grow with
+ * the number of clients. Bounded twice: the log keeps at most `maxClosedPerClient` closes (a client that falls
  * further behind is told how many it missed), and a client that stops asking expires.
  */
 import type { Connection } from "../model/connection.ts";
+import { ClosedLog } from "./closed-log.ts";
 
 export interface ClientRegistryOptions {
   maxClosedPerClient: number;
@@ -29,10 +30,7 @@ export class ClientRegistry {
   readonly #clients = new Map<string, ClientState>();
   readonly #options: ClientRegistryOptions;
   readonly #now: () => number;
-  /** Live closes are #log[#head..], with sequence numbers from #logStart; the dead head is compacted lazily. */
-  #log: Connection[] = [];
-  #head = 0;
-  #logStart = 0;
+  readonly #log = new ClosedLog();
   expired = 0;
 
   constructor(options: ClientRegistryOptions) {
@@ -46,29 +44,29 @@ export class ClientRegistry {
 
   /** Closes held for clients that have not seen them yet. */
   get pendingCloses(): number {
-    return this.#log.length - this.#head;
+    return this.#log.size;
   }
 
   /** Called by the table for every close, in order. */
   recordClose(connection: Connection): void {
     if (this.#clients.size === 0) return;
-    this.#log.push(connection);
-    const end = this.#logStart + this.pendingCloses;
-    if (this.pendingCloses > this.#options.maxClosedPerClient) this.#trimTo(end - this.#options.maxClosedPerClient);
+    const max = this.#options.maxClosedPerClient;
+    if (this.#log.size >= max) this.#log.dropBefore(this.#log.next - max + 1);
+    this.#log.append(connection);
   }
 
   /** Hands over what this client has not yet seen; registers it on first call. */
   takeClosed(clientId: string): ClosedSinceLast {
     this.expireIdle();
     const now = this.#now();
-    const end = this.#logStart + this.pendingCloses;
+    const end = this.#log.next;
     const client = this.#clients.get(clientId);
     if (client === undefined) {
       this.#clients.set(clientId, { cursor: end, lastSeenMs: now });
       return { closed: [], dropped: 0, firstReport: true };
     }
-    const dropped = Math.max(0, this.#logStart - client.cursor);
-    const closed = this.#log.slice(this.#head + Math.max(0, client.cursor - this.#logStart));
+    const dropped = Math.max(0, this.#log.first - client.cursor);
+    const closed = this.#log.connectionsFrom(client.cursor);
     client.cursor = end;
     client.lastSeenMs = now;
     this.#trimSeen();
@@ -90,22 +88,8 @@ export class ClientRegistry {
 
   /** Drops the closes every client has already seen. */
   #trimSeen(): void {
-    let min = this.#logStart + this.pendingCloses;
+    let min = this.#log.next;
     for (const client of this.#clients.values()) if (client.cursor < min) min = client.cursor;
-    this.#trimTo(min);
-  }
-
-  #trimTo(sequence: number): void {
-    const count = sequence - this.#logStart;
-    if (count <= 0) return;
-    this.#head += count;
-    this.#logStart = sequence;
-    if (this.#head === this.#log.length) {
-      this.#log = [];
-      this.#head = 0;
-    } else if (this.#head > 4096 && this.#head * 2 >= this.#log.length) {
-      this.#log = this.#log.slice(this.#head);
-      this.#head = 0;
-    }
+    this.#log.dropBefore(min);
   }
 }

@@ -5,7 +5,7 @@
  * the proportions of real churn: per connection a connect, an accept and two closes.
  * Usage: node --import tsx scripts/bench/event-path.ts [connections=250000]
  */
-import { decodeBatch, EVENT_SIZE } from "../../plugin/ebpf/decode.ts";
+import { EVENT_SIZE } from "../../plugin/ebpf/record.ts";
 import { EventApplier } from "../../plugin/ebpf/event-applier.ts";
 import { ReorderBuffer } from "../../plugin/ebpf/reorder-buffer.ts";
 import { ConnectionTable } from "../../plugin/table/connection-table.ts";
@@ -68,7 +68,7 @@ function pluginPath(batches: Uint8Array[]): number {
   const reorder = new ReorderBuffer(50);
   const applier = new EventApplier(table);
   for (const b of batches) {
-    reorder.push(decodeBatch(b).events);
+    reorder.push(b);
     applier.apply(reorder.release());
   }
   if (table.size !== 0) throw new Error(`table should be empty, has ${table.size}`);

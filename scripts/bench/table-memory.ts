@@ -6,6 +6,7 @@
  */
 import { decodeBatch, EVENT_SIZE } from "../../plugin/ebpf/decode.ts";
 import { EventApplier } from "../../plugin/ebpf/event-applier.ts";
+import { ReorderBuffer } from "../../plugin/ebpf/reorder-buffer.ts";
 import { connectionKey } from "../../plugin/model/connection.ts";
 import { ConnectionTable } from "../../plugin/table/connection-table.ts";
 
@@ -68,7 +69,9 @@ reference.value.clear();
 
 const table = retained(() => {
   const t = new ConnectionTable({ maxConnections: count * 2 });
-  new EventApplier(t).apply(decodeBatch(batch).events);
+  const held = new ReorderBuffer(0);
+  held.push(batch);
+  new EventApplier(t).apply(held.release());
   return t;
 });
 if (table.value.size !== count) throw new Error(`expected ${count} connections, table has ${table.value.size}`);

@@ -99,3 +99,27 @@ t.test("a lagging client is told how many closes it missed; the others lose noth
   t.equal(slow.droppedClosed, 15);
   t.same(slow.connections.map((c) => c.localPort), [16, 17, 18, 19, 20, 21, 22, 23, 24, 25], "the newest ones");
 });
+
+t.test("closes keep every field and their order while the log grows and wraps around", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 100_000 });
+  const backend = createReportBackend(table, status, { maxClosedPerClient: 5000, clientExpiryMs: 60_000 });
+  backend.report("slow");
+  backend.report("fast");
+  const made: Connection[] = [];
+  const directions = ["incoming", "outgoing", "unknown"] as const;
+  const seenByFast: Connection[] = [];
+  for (let i = 0; i < 12_000; i++) {
+    const c: Connection = {
+      localAddress: i % 2 ? "fd00::1" : "10.0.0.1", localPort: 1 + (i % 60_000), remoteAddress: `10.1.${i >> 8 & 255}.${i & 255}`, remotePort: 80 + (i % 7),
+      netns: 4026531840 + (i % 3), pid: i, comm: `p${i % 5}`, direction: directions[i % 3], closed: false, source: i % 4 ? "ebpf" : "procfs",
+    };
+    table.open(c);
+    table.close(connectionKey(c));
+    made.push({ ...c, closed: true });
+    if (i % 1000 === 999) seenByFast.push(...backend.report("fast").connections);
+  }
+  t.same(seenByFast, made, "the fast reader gets every close, in order, field for field");
+  const slow = backend.report("slow");
+  t.equal(slow.droppedClosed, 7000, "the slow reader is told what fell out of the bound");
+  t.same(slow.connections, made.slice(7000), "and gets the newest 5000 intact");
+});
