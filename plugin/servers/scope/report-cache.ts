@@ -4,7 +4,10 @@
  *
  * Bodies are rebuilt by one job at a time, in steps that let I/O run in between, no more often
  * than `minRebuildIntervalMs` nor than a few times the last build's duration (CPU stays bounded
- * on big tables), and only when something changed or the last build is `maxAgeMs` old.
+ * on big tables), only when something changed or the last build is `maxAgeMs` old, and only while
+ * someone asks: after `idleAfterMs` without a request nothing is rebuilt (a host without a Scope
+ * probe pays nothing for it, and gRPC callers see no rebuild slices), and the first request after
+ * the quiet spell is served the last body and wakes the rebuilds.
  *
  * Each probe_id is its own backend client ("scope:<probe_id>") and sees every closed connection
  * exactly once: closes pulled for a probe stay pending, and in every body built for it, until a
@@ -32,6 +35,8 @@ export interface ReportCacheOptions {
   probeExpiryMs: number;
   /** Cap on closed connections held for one probe between two of its requests. */
   maxPendingClosed: number;
+  /** Rebuilds stop when nobody asked for this long (Scope probes ask every second). */
+  idleAfterMs: number;
 }
 
 /**
@@ -49,6 +54,7 @@ export const DEFAULT_REPORT_CACHE_OPTIONS: ReportCacheOptions = {
   maxProbes: 16,
   probeExpiryMs: 120_000,
   maxPendingClosed: 65_536,
+  idleAfterMs: 30_000,
 };
 
 interface Pending {
@@ -92,6 +98,7 @@ export class ReportCache {
   #writing = 0;
   #responsesOut: (() => void) | undefined;
   #waitBudgetMs = 0;
+  #lastRequestMs = Number.NEGATIVE_INFINITY;
   /** Bodies rendered so far (for tests and metrics). */
   builds = 0;
 
@@ -127,6 +134,9 @@ export class ReportCache {
 
   /** The body to serve now; never builds anything on this path. */
   bodyFor(probeId: string | undefined): Buffer {
+    const wasIdle = this.#idle();
+    this.#lastRequestMs = this.#now();
+    if (wasIdle && this.#dirty && this.#job === undefined) this.#schedule();
     const probe = probeId === undefined ? undefined : this.#probes.get(probeId) ?? this.#register(probeId);
     if (probe === undefined || probe.body === undefined) return this.#serveAnonymous();
     probe.lastRequestMs = this.#now();
@@ -179,7 +189,7 @@ export class ReportCache {
     this.#timer = undefined;
     this.#job = this.#build().finally(() => {
       this.#job = undefined;
-      if (this.#dirty) this.#schedule();
+      if (this.#dirty && !this.#idle()) this.#schedule();
     });
     await this.#job;
   }
@@ -274,7 +284,11 @@ export class ReportCache {
 
   #markDirty(): void {
     this.#dirty = true;
-    if (this.#job === undefined) this.#schedule();
+    if (this.#job === undefined && !this.#idle()) this.#schedule();
+  }
+
+  #idle(): boolean {
+    return this.#now() - this.#lastRequestMs > this.#options.idleAfterMs;
   }
 
   #schedule(): void {
