@@ -10,7 +10,7 @@
  * own JSON decode), and once more as a UTF-8 string built chunk by chunk (a JS client's extra cost).
  * Goals: p99 < 20 ms at 10k, < 200 ms at 100k (gRPC Report as a grpc-js client sees it).
  *
- *   node --import tsx scripts/bench/report-latency.ts [--sizes 1000,10000,100000] [--samples 200,100,30]
+ *   node --expose-gc --import tsx scripts/bench/report-latency.ts [--sizes 1000,10000,100000] [--samples 200,100,30] [--trace-gc]
  *
  * The connections are real: established loopback connections held by conn-holder (scripts/bench/
  * conn-holder.c, grown by holders.ts), both ends in the holder, so N tracked = N/2 held. The plugin
@@ -38,10 +38,23 @@ const { values } = parseArgs({
   options: {
     sizes: { type: "string", default: "1000,10000,100000" },
     samples: { type: "string", default: "200,100,30" },
+    "trace-gc": { type: "boolean", default: false },
   },
 });
 const sizes = values.sizes.split(",").map(Number);
 const sampleCounts = values.samples.split(",").map(Number);
+/** With --trace-gc: the plugin's collections, counted from V8's trace on its stdout. */
+const gc = { scavenge: 0, markCompact: 0, markCompactMs: 0 };
+function countGc(line: string): void {
+  if (line.includes("Scavenge")) gc.scavenge++;
+  const full = /Mark-Compact.*?, ([\d.]+) \/ [\d.]+ ms/.exec(line);
+  if (full !== null) {
+    gc.markCompact++;
+    gc.markCompactMs += Number(full[1]);
+  }
+}
+const gcSince = (before: typeof gc) => `scavenges ${gc.scavenge - before.scavenge}, mark-compacts ${gc.markCompact - before.markCompact} (${(gc.markCompactMs - before.markCompactMs).toFixed(0)} ms)`;
+
 const GOALS_P99_MS: Record<number, number> = { 10_000: 20, 100_000: 200 };
 
 function ensureHolder(): string {
@@ -59,8 +72,18 @@ function quantile(sorted: number[], q: number): number {
 
 interface Dist { p50: number; p99: number; n: number }
 
+/**
+ * Each phase starts with this process's garbage collected (run with --expose-gc): otherwise the
+ * decoded reports of one phase are collected in the middle of the next, and its tail is this
+ * process's pause, not the plugin's.
+ */
+function settle(): void {
+  (globalThis as { gc?: () => void }).gc?.();
+}
+
 async function measure(n: number, once: () => Promise<unknown>): Promise<Dist> {
   await once(); // warm
+  settle();
   const ms: number[] = [];
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
@@ -73,6 +96,7 @@ async function measure(n: number, once: () => Promise<unknown>): Promise<Dist> {
 
 function measureSync(n: number, once: () => unknown): Dist {
   once();
+  settle();
   const ms: number[] = [];
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
@@ -130,10 +154,12 @@ async function benchSize(p: PluginProcess, samples: number): Promise<Row> {
     const status = await unaryCall<TrackerStatus>((cb) => client.getStatus({}, cb));
     const tracked = Number(status.counters?.connectionsTracked ?? 0);
     let last: EndpointReport | undefined;
+    const gcBefore = { ...gc };
     const report = await measure(samples, async () => {
       last = await unaryCall<EndpointReport>((cb) => client.report({ clientId: "bench" }, new Metadata(), { deadline: Date.now() + 60_000 }, cb));
     });
     const reportBytes = EndpointReport.encode(last!).finish().length;
+    if (values["trace-gc"]) process.stderr.write(`${tracked}: plugin GC during ${samples} Reports: ${gcSince(gcBefore)}\n`);
     // The same client with a 16 MiB HTTP/2 receive window: a large report then needs no window
     // updates from the client on the way (grpc-js's default window is 64 KiB).
     const wide: EndpointReporterClient = p.client({ "grpc.max_receive_message_length": 256 * 1024 * 1024, "grpc-node.flow_control_window": 16 * 1024 * 1024 });
@@ -184,6 +210,7 @@ async function main(): Promise<void> {
         runtime: "node",
         args: ["--source", "procfs", "--proc-poll-interval-ms", "600000", "--reconcile-interval-ms", "600000", "--max-connections", String(Math.max(65_536, size * 3))],
         readyTimeoutMs: 180_000,
+        ...(values["trace-gc"] ? { nodeArgs: ["--trace-gc"], onStdout: countGc } : {}),
       });
       try {
         process.stderr.write(`${size}: ${Math.ceil(size / 2)} held in ${(grownMs / 1000).toFixed(1)} s, plugin ready (pid ${plugin.pid}, rss ${Math.round(plugin.rssKiB() / 1024)} MiB)\n`);
@@ -198,12 +225,12 @@ async function main(): Promise<void> {
   }
 
   console.log("\nReport latency (ms), plugin under Node, --source procfs, sequential calls on one Unix-socket channel");
-  console.log("tracked   | gRPC Report p50 / p99 (size)      | 16 MiB window p50 / p99 | raw HTTP/2 p50 / p99 | GetStatus p50 | encode p50 | decode p50 | Scope /report p50 / p99 (size)   | as text p50 / p99 | JSON.stringify p50");
+  console.log("tracked   | gRPC Report p50 / p99 (size)      | 16 MiB window p50 / p99 | raw HTTP/2 p50 / p99 | GetStatus p50 / p99 | encode p50 | decode p50 | Scope /report p50 / p99 (size)   | as text p50 / p99 | JSON.stringify p50");
   for (const r of rows) {
     console.log(
       `${String(r.tracked).padEnd(9)} | ${fmt(r.report.p50).padStart(6)} / ${fmt(r.report.p99).padStart(6)} (${mb(r.reportBytes).padStart(8)}) n=${String(r.report.n).padEnd(3)} ` +
       `| ${fmt(r.wideWindow.p50).padStart(8)} / ${fmt(r.wideWindow.p99).padStart(6)}      ` +
-      `| ${fmt(r.raw.p50).padStart(6)} / ${fmt(r.raw.p99).padStart(6)}      | ${fmt(r.status.p50).padStart(8)}      | ${fmt(r.encode.p50).padStart(7)}    | ${fmt(r.decode.p50).padStart(7)}    ` +
+      `| ${fmt(r.raw.p50).padStart(6)} / ${fmt(r.raw.p99).padStart(6)}      | ${fmt(r.status.p50).padStart(8)} / ${fmt(r.status.p99).padStart(6)}  | ${fmt(r.encode.p50).padStart(7)}    | ${fmt(r.decode.p50).padStart(7)}    ` +
       `| ${fmt(r.scope.p50).padStart(6)} / ${fmt(r.scope.p99).padStart(6)} (${mb(r.scopeBytes).padStart(8)}) n=${String(r.scope.n).padEnd(3)} | ${fmt(r.scopeText.p50).padStart(6)} / ${fmt(r.scopeText.p99).padStart(6)} | ${fmt(r.stringify.p50).padStart(7)}`,
     );
   }

@@ -126,8 +126,34 @@ export function connectionEntries(connections: readonly Connection[]): Buffer[] 
 
 /** Serializes a report; byte-identical to the generated EndpointReport.encode. */
 export function serializeEndpointReport(value: EndpointReport): Buffer {
+  const parts = reportParts(value);
+  return parts === undefined ? Buffer.from(EndpointReport.encode(value).finish()) : Buffer.concat(parts);
+}
+
+/**
+ * The same bytes in one buffer reused by every call. grpc-js copies the serialized message into
+ * its own frame before anything else runs (it has no response compression), so a fresh buffer per
+ * Report only added megabytes of external memory per call, and with them full collections.
+ */
+let scratch = Buffer.allocUnsafeSlow(0);
+function serializeIntoScratch(value: EndpointReport): Buffer {
+  const parts = reportParts(value);
+  if (parts === undefined) return Buffer.from(EndpointReport.encode(value).finish());
+  let length = 0;
+  for (const part of parts) length += part.length;
+  if (scratch.length < length) scratch = Buffer.allocUnsafeSlow(Math.max(length, Math.min(2 * scratch.length, 256 * 1024 * 1024)));
+  let at = 0;
+  for (const part of parts) {
+    scratch.set(part, at);
+    at += part.length;
+  }
+  return scratch.subarray(0, length);
+}
+
+/** Field 1, the cached entries, fields 3..5: undefined when the connections are not model objects. */
+function reportParts(value: EndpointReport): Uint8Array[] | undefined {
   const model = (value as Partial<LazyEndpointReport>)[MODEL_CONNECTIONS];
-  if (model === undefined) return Buffer.from(EndpointReport.encode(value).finish());
+  if (model === undefined) return undefined;
   const head = EndpointReport.encode({ hostId: value.hostId, connections: [], status: undefined, droppedClosed: 0, firstReport: false }).finish();
   const tail = EndpointReport.encode({
     hostId: "",
@@ -136,11 +162,11 @@ export function serializeEndpointReport(value: EndpointReport): Buffer {
     droppedClosed: value.droppedClosed,
     firstReport: value.firstReport,
   }).finish();
-  return Buffer.concat([head, ...connectionEntries(model), tail]);
+  return [head, ...connectionEntries(model), tail];
 }
 
 /** The generated service definition with the fast serializer on Report; everything else as generated. */
 export const FastEndpointReporterService = {
   ...EndpointReporterService,
-  report: { ...EndpointReporterService.report, responseSerialize: serializeEndpointReport },
+  report: { ...EndpointReporterService.report, responseSerialize: serializeIntoScratch },
 } as const satisfies typeof EndpointReporterService;
