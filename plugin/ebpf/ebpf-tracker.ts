@@ -34,6 +34,8 @@ export interface EbpfTrackerHooks {
   onDead(error: Error): void;
   /** Every close the tracker applied, by key, known or not: lets a /proc scan drop seeds that died meanwhile. */
   onCloseKey?(key: string): void;
+  /** Whether onCloseKey wants keys right now (only while a scan runs): the applier skips them otherwise. */
+  wantsCloseKeys?(): boolean;
 }
 
 export class EbpfTracker {
@@ -63,7 +65,11 @@ export class EbpfTracker {
       debugKillFile: options.debugKillFile,
     };
     this.#reorder = new ReorderBuffer(this.#options.holdBackMs);
-    this.#applier = new EventApplier(table, { orphanCloseTtlMs: 2000, onCloseKey: hooks.onCloseKey });
+    this.#applier = new EventApplier(table, {
+      orphanCloseTtlMs: 2000,
+      onCloseKey: hooks.onCloseKey,
+      wantsCloseKeys: hooks.wantsCloseKeys === undefined ? undefined : () => hooks.wantsCloseKeys!(),
+    });
   }
 
   get heldBack(): number {

@@ -1,5 +1,12 @@
 /**
- * Turns ordered kernel records into table changes, reading each record in place. One race survives
+ * Turns ordered kernel records into table changes, reading each record in place.
+ *
+ * A connection whose open and close arrive in the same release (a short-lived one, the bulk of a
+ * connection storm) goes to subscribers without entering the table, when the table cannot hold its
+ * tuple (no entry on its local port): no key is built and the map is not touched, which was most
+ * of the cost per event at full churn.
+ *
+ * One race survives
  * any ordering by time: an accept() whose socket was already closed by the peer's reset can report
  * its close first, because the accept event is stamped when the syscall returns. Such closes are
  * remembered briefly, by socket identity, so the late accept is applied as opened and closed
@@ -19,12 +26,20 @@ export interface EventApplierOptions {
   orphanCloseTtlMs: number;
   /** Told the key of every close applied, known or not. */
   onCloseKey?: (key: string) => void;
+  /** Whether onCloseKey currently wants keys (a /proc scan is running): pairs, which build no key, form only when it says no. */
+  wantsCloseKeys?: () => boolean;
 }
 
 export class EventApplier {
   readonly #table: ConnectionTable;
   readonly #orphanTtlNs: number;
   readonly #onCloseKey: ((key: string) => void) | undefined;
+  readonly #wantsCloseKeys: () => boolean;
+  /** Per release: open records by socket slot (open addressing, -1 empty), and which records pair up. */
+  #slots = new Int32Array(0);
+  #slotIndex = new Int32Array(0);
+  #pairedWith = new Int32Array(0);
+  #pairConnections: Array<Connection | undefined> = [];
   /** Closes of unknown connections, by key: inserted on such a close, deleted when paired, expired by age or cap. */
   readonly #orphanCloses = new Map<string, { cookie: number; timestampNs: number }>();
   /**
@@ -36,26 +51,95 @@ export class EventApplier {
   opens = 0;
   closes = 0;
   pairedLateOpens = 0;
+  /** Connections opened and closed within one release, passed to subscribers without the table. */
+  passedThrough = 0;
 
   constructor(table: ConnectionTable, options: EventApplierOptions = { orphanCloseTtlMs: 2000 }) {
     this.#table = table;
     this.#orphanTtlNs = options.orphanCloseTtlMs * 1e6;
     this.#onCloseKey = options.onCloseKey;
+    this.#wantsCloseKeys = options.wantsCloseKeys ?? (() => options.onCloseKey !== undefined);
   }
 
   apply(records: ReleasedRecords): void {
     const { bytes, view, count } = records;
+    const paired = this.#findPairs(records);
     for (let i = 0; i < count; i++) {
       const o = i * EVENT_SIZE;
-      if (bytes[o + Field.type] === EventType.close) this.#close(bytes, view, o);
-      else this.#open(bytes, view, o);
+      const partner = paired === undefined ? -1 : paired[i];
+      if (partner > i) {
+        this.#passOpen(i, this.#connection(bytes, view, o));
+      } else if (partner >= 0) {
+        this.#passClose(partner);
+      } else if (bytes[o + Field.type] === EventType.close) {
+        this.#close(bytes, view, o);
+      } else {
+        this.#open(bytes, view, o);
+      }
     }
     if (count > 0 && this.#orphanCloses.size > 0) this.#expireOrphans(timestampNs(view, (count - 1) * EVENT_SIZE));
   }
 
-  #open(bytes: Uint8Array, view: DataView, o: number): void {
+  /**
+   * For each record, the index of the record it pairs with (an open and the close of the same
+   * socket and tuple, later in this release), or -1; undefined when nothing may pair. Pairing is
+   * off while orphan closes wait (a late accept must find its close) or while close keys are wanted.
+   */
+  #findPairs(records: ReleasedRecords): Int32Array | undefined {
+    const { bytes, view, count } = records;
+    if (count < 2 || this.#orphanCloses.size > 0 || this.#wantsCloseKeys()) return undefined;
+    let size = this.#slots.length;
+    if (size < count * 2) {
+      size = 1 << Math.ceil(Math.log2(count * 2));
+      this.#slots = new Int32Array(size);
+      this.#slotIndex = new Int32Array(size);
+    }
+    if (this.#pairedWith.length < count) this.#pairedWith = new Int32Array(Math.max(count, 2 * this.#pairedWith.length));
+    const slots = this.#slots;
+    const slotIndex = this.#slotIndex;
+    const pairedWith = this.#pairedWith;
+    slotIndex.fill(-1);
+    pairedWith.fill(-1, 0, count);
+    const mask = size - 1;
+    let found = false;
+    for (let i = 0; i < count; i++) {
+      const o = i * EVENT_SIZE;
+      const slot = sockSlot(view, o);
+      let h = Math.imul(slot, 0x9e3779b1) & mask;
+      if (bytes[o + Field.type] !== EventType.close) {
+        // A later open on the same slot replaces the earlier one: closes pair with the latest open.
+        while (slotIndex[h] !== -1 && slots[h] !== slot) h = (h + 1) & mask;
+        slots[h] = slot;
+        slotIndex[h] = i;
+        continue;
+      }
+      while (slotIndex[h] !== -1 && slots[h] !== slot) h = (h + 1) & mask;
+      const open = slotIndex[h];
+      if (open === -1 || pairedWith[open] !== -1 || !sameSocket(view, open * EVENT_SIZE, o)) continue;
+      if (this.#table.hasLocalPort(view.getUint16(o + Field.localPort, true))) continue;
+      pairedWith[open] = i;
+      pairedWith[i] = open;
+      found = true;
+    }
+    return found ? pairedWith : undefined;
+  }
+
+  #passOpen(index: number, connection: Connection): void {
     this.opens++;
-    const connection: Connection = {
+    this.#pairConnections[index] = connection;
+    this.#table.passOpen(connection);
+  }
+
+  #passClose(openIndex: number): void {
+    const connection = this.#pairConnections[openIndex]!;
+    this.#pairConnections[openIndex] = undefined;
+    this.closes++;
+    this.passedThrough++;
+    this.#table.passClose(connection);
+  }
+
+  #connection(bytes: Uint8Array, view: DataView, o: number): Connection {
+    return {
       localAddress: addressText(bytes, view, o, Field.localAddress),
       localPort: view.getUint16(o + Field.localPort, true),
       remoteAddress: addressText(bytes, view, o, Field.remoteAddress),
@@ -67,6 +151,11 @@ export class EventApplier {
       closed: false,
       source: "ebpf",
     };
+  }
+
+  #open(bytes: Uint8Array, view: DataView, o: number): void {
+    this.opens++;
+    const connection = this.#connection(bytes, view, o);
     const key = connectionKey(connection);
     this.#table.open(connection, key);
     if (this.#keysBySocket.size >= SOCKET_KEY_LIMIT) this.#keysBySocket.clear();
@@ -119,4 +208,13 @@ export class EventApplier {
       this.#orphanCloses.delete(key);
     }
   }
+}
+
+/** Same socket cookie and same tuple (namespace, ports, address bytes) in two records. */
+function sameSocket(view: DataView, a: number, b: number): boolean {
+  for (let k = Field.cookie; k < Field.cookie + 8; k += 4) if (view.getUint32(a + k, true) !== view.getUint32(b + k, true)) return false;
+  if (view.getUint32(a + Field.netns, true) !== view.getUint32(b + Field.netns, true)) return false;
+  if (view.getUint32(a + Field.localPort, true) !== view.getUint32(b + Field.localPort, true)) return false; // both ports
+  for (let k = Field.localAddress; k < Field.remoteAddress + 16; k += 4) if (view.getUint32(a + k, true) !== view.getUint32(b + k, true)) return false;
+  return view.getUint8(a + Field.family) === view.getUint8(b + Field.family);
 }

@@ -157,6 +157,7 @@ export class Supervisor {
       onCloseKey: (key) => {
         for (const sink of this.#closeSinks) sink.add(key);
       },
+      wantsCloseKeys: () => this.#closeSinks.size > 0,
     }, this.#options.ebpf);
     tracker.start();
     this.#tracker = tracker;

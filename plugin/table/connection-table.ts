@@ -17,6 +17,8 @@ export class ConnectionTable {
   readonly #open = new Map<string, Connection>();
   readonly #listeners = new Set<(change: ConnectionChange) => void>();
   readonly #max: number;
+  /** Open entries by local port: a port with none cannot hold a given tuple, no key needed to know. */
+  readonly #byLocalPort = new Uint32Array(65_536);
   evictions = 0;
   closesOfUnknown = 0;
 
@@ -50,6 +52,7 @@ export class ConnectionTable {
     }
     const added = connection.closed ? { ...connection, closed: false } : connection;
     this.#open.set(key, added);
+    this.#byLocalPort[added.localPort]++;
     this.#publish({ type: "open", connection: added });
     if (this.#open.size > this.#max) this.#evictOldest();
     return "added";
@@ -63,9 +66,28 @@ export class ConnectionTable {
       return undefined;
     }
     this.#open.delete(key);
+    this.#byLocalPort[known.localPort]--;
     const closed = closedCopy(known);
     this.#publish({ type: "close", connection: closed });
     return closed;
+  }
+
+  /** Whether any open entry has this local port (if none, no entry has a tuple with it). */
+  hasLocalPort(port: number): boolean {
+    return this.#byLocalPort[port] !== 0;
+  }
+
+  /**
+   * A connection that opens and closes within one batch of changes: subscribers see its open
+   * (passOpen) and later its close (passClose) as if it had been added and closed, and the map is
+   * never touched. Only for a tuple the table does not hold (see hasLocalPort).
+   */
+  passOpen(connection: Connection): void {
+    this.#publish({ type: "open", connection });
+  }
+
+  passClose(connection: Connection): void {
+    this.#publish({ type: "close", connection: closedCopy(connection) });
   }
 
   values(): IterableIterator<Connection> {
@@ -94,6 +116,7 @@ export class ConnectionTable {
     if (oldest.done) return;
     this.evictions++;
     // An evicted connection is not known to be closed: it leaves without a close event.
+    this.#byLocalPort[this.#open.get(oldest.value)!.localPort]--;
     this.#open.delete(oldest.value);
   }
 

@@ -149,3 +149,47 @@ t.test("a socket address reused by another connection never closes the wrong one
   applyNow(applier, [ev("close", 4, 6001, 9)]);
   t.equal(table.size, 0, "the second connection closes by its tuple");
 });
+
+t.test("connections opened and closed within one release reach subscribers in order, without the table", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10 });
+  const backend = createReportBackend(table, () => ({ source: "ebpf", sinceMs: 0, reason: "", counters: emptyCounters() }));
+  backend.report("probe");
+  const applier = new EventApplier(table);
+  const changes: string[] = [];
+  table.subscribe((c) => changes.push(`${c.type}:${c.connection.localPort}:${c.connection.closed}`));
+  applyNow(applier, [
+    ev("connect", 1, 7001, 11),
+    ev("connect", 2, 7002, 12), // stays open
+    { ...ev("accept", 3, 80, 13), remotePort: 7001 },
+    ev("close", 4, 7001, 11),
+    { ...ev("close", 5, 80, 13), remotePort: 7001 },
+  ]);
+  t.same(changes, ["open:7001:false", "open:7002:false", "open:80:false", "close:7001:true", "close:80:true"], "the order applied is the order of the records");
+  t.equal(applier.passedThrough, 2);
+  t.same([...table.values()].map((c) => c.localPort), [7002], "only the connection still open is in the table");
+  t.same(backend.report("probe").connections.map((c) => [c.localPort, c.closed, c.direction, c.pid]), [[7002, false, "outgoing", 42], [7001, true, "outgoing", 42], [80, true, "incoming", 42]]);
+});
+
+t.test("a pair whose tuple the table may hold goes through the table", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10 });
+  // Seeded by /proc with the same tuple (say its close was skipped by the kernel).
+  table.open({ localAddress: "10.0.0.1", localPort: 7001, remoteAddress: "10.0.0.2", remotePort: 80, netns: 1, pid: 0, comm: "", direction: "unknown", closed: false, source: "procfs" });
+  const applier = new EventApplier(table);
+  applyNow(applier, [ev("connect", 1, 7001, 11), ev("close", 2, 7001, 11)]);
+  t.equal(applier.passedThrough, 0);
+  t.equal(table.size, 0, "the close removed the entry the table held");
+});
+
+t.test("while a scan wants close keys, pairs go through the table and report their keys", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10 });
+  const keys: string[] = [];
+  let wanted = true;
+  const applier = new EventApplier(table, { orphanCloseTtlMs: 2000, onCloseKey: (k) => keys.push(k), wantsCloseKeys: () => wanted });
+  applyNow(applier, [ev("connect", 1, 7001, 11), ev("close", 2, 7001, 11)]);
+  t.same(keys, ["1|10.0.0.1|7001|10.0.0.2|80"]);
+  t.equal(applier.passedThrough, 0);
+  wanted = false;
+  applyNow(applier, [ev("connect", 3, 7002, 12), ev("close", 4, 7002, 12)]);
+  t.equal(applier.passedThrough, 1, "and pair again once no scan runs");
+  t.equal(table.size, 0);
+});
