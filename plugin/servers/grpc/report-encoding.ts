@@ -124,14 +124,9 @@ export function connectionEntries(connections: readonly Connection[]): Buffer[] 
   return out;
 }
 
-/** Serializes a report; byte-identical to the generated EndpointReport.encode. */
-export function serializeEndpointReport(value: EndpointReport): Buffer {
-  const parts = reportParts(value);
-  return parts === undefined ? Buffer.from(EndpointReport.encode(value).finish()) : Buffer.concat(parts);
-}
-
 /**
- * The same bytes in one buffer reused by every call. grpc-js copies the serialized message into
+ * Serializes a report, byte-identical to the generated EndpointReport.encode, into one buffer
+ * reused by every call (valid until the next call). grpc-js copies the serialized message into
  * its own frame before anything else runs (it has no response compression), so a fresh buffer per
  * Report only added megabytes of external memory per call, and with them full collections.
  */
