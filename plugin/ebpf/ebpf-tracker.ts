@@ -34,7 +34,7 @@ export interface EbpfTrackerHooks {
   onDead(error: Error): void;
   /** Every close the tracker applied, by key, known or not: lets a /proc scan drop seeds that died meanwhile. */
   onCloseKey?(key: string): void;
-  /** Whether onCloseKey wants keys right now (only while a scan runs): the applier skips them otherwise. */
+  /** Whether onCloseKey wants keys right now (only while a scan runs): short-lived pairs, which build no key, form only when not. */
   wantsCloseKeys?(): boolean;
 }
 
@@ -68,7 +68,7 @@ export class EbpfTracker {
     this.#applier = new EventApplier(table, {
       orphanCloseTtlMs: 2000,
       onCloseKey: hooks.onCloseKey,
-      wantsCloseKeys: hooks.wantsCloseKeys === undefined ? undefined : () => hooks.wantsCloseKeys!(),
+      wantsCloseKeys: hooks.wantsCloseKeys?.bind(hooks),
     });
   }
 

@@ -6,11 +6,10 @@
  * tuple (no entry on its local port): no key is built and the map is not touched, which was most
  * of the cost per event at full churn.
  *
- * One race survives
- * any ordering by time: an accept() whose socket was already closed by the peer's reset can report
- * its close first, because the accept event is stamped when the syscall returns. Such closes are
- * remembered briefly, by socket identity, so the late accept is applied as opened and closed
- * instead of lingering open.
+ * One race survives any ordering by time: an accept() whose socket was already closed by the
+ * peer's reset can report its close first, because the accept event is stamped when the syscall
+ * returns. Such closes are remembered briefly, by socket identity, so the late accept is applied
+ * as opened and closed instead of lingering open.
  */
 import { type Connection, connectionKey, tupleKey } from "../model/connection.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
@@ -67,13 +66,16 @@ export class EventApplier {
     for (let i = 0; i < count; i++) {
       const o = i * EVENT_SIZE;
       const partner = paired === undefined ? -1 : paired[i];
-      if (partner > i) {
+      // Decided here, not when pairing: a record applied earlier in this release may have put an
+      // entry on this port, and then the pair goes through the table like any other.
+      if (partner > i && !this.#table.hasLocalPort(view.getUint16(o + Field.localPort, true))) {
         this.#passOpen(i, this.#connection(bytes, view, o));
-      } else if (partner >= 0) {
+      } else if (partner >= 0 && partner < i) {
         this.#passClose(partner);
       } else if (bytes[o + Field.type] === EventType.close) {
         this.#close(bytes, view, o);
       } else {
+        if (partner > i) paired![partner] = -1;
         this.#open(bytes, view, o);
       }
     }
@@ -82,8 +84,8 @@ export class EventApplier {
 
   /**
    * For each record, the index of the record it pairs with (an open and the close of the same
-   * socket and tuple, later in this release), or -1; undefined when nothing may pair. Pairing is
-   * off while orphan closes wait (a late accept must find its close) or while close keys are wanted.
+   * socket and tuple, later in this release), or -1; undefined when nothing pairs. Pairing is off
+   * while orphan closes wait (a late accept must find its close) or while close keys are wanted.
    */
   #findPairs(records: ReleasedRecords): Int32Array | undefined {
     const { bytes, view, count } = records;
@@ -106,17 +108,15 @@ export class EventApplier {
       const o = i * EVENT_SIZE;
       const slot = sockSlot(view, o);
       let h = Math.imul(slot, 0x9e3779b1) & mask;
+      while (slotIndex[h] !== -1 && slots[h] !== slot) h = (h + 1) & mask;
       if (bytes[o + Field.type] !== EventType.close) {
         // A later open on the same slot replaces the earlier one: closes pair with the latest open.
-        while (slotIndex[h] !== -1 && slots[h] !== slot) h = (h + 1) & mask;
         slots[h] = slot;
         slotIndex[h] = i;
         continue;
       }
-      while (slotIndex[h] !== -1 && slots[h] !== slot) h = (h + 1) & mask;
       const open = slotIndex[h];
       if (open === -1 || pairedWith[open] !== -1 || !sameSocket(view, open * EVENT_SIZE, o)) continue;
-      if (this.#table.hasLocalPort(view.getUint16(o + Field.localPort, true))) continue;
       pairedWith[open] = i;
       pairedWith[i] = open;
       found = true;

@@ -2,8 +2,8 @@
  * Closed connections kept until every client has seen them once (Scope kept them for one consumer
  * only; with several probes or tools polling, each must see every short-lived connection).
  * One shared log of closes (closed-log.ts) with a cursor per client, so memory does not grow with
- * the number of clients. Bounded twice: the log keeps at most `maxClosedPerClient` closes (a client that falls
- * further behind is told how many it missed), and a client that stops asking expires.
+ * the number of clients. Bounded twice: the log keeps at most `maxClosedPerClient` closes (a client
+ * that falls further behind is told how many it missed), and a client that stops asking expires.
  */
 import type { Connection } from "../model/connection.ts";
 import { ClosedLog } from "./closed-log.ts";

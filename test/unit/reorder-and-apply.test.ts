@@ -180,6 +180,15 @@ t.test("a pair whose tuple the table may hold goes through the table", async (t)
   t.equal(table.size, 0, "the close removed the entry the table held");
 });
 
+t.test("a pair whose port an earlier record of the same release took goes through the table", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10 });
+  const applier = new EventApplier(table);
+  // Socket 1 opens the tuple and its close is never seen (skipped); socket 2 reuses the tuple and closes.
+  applyNow(applier, [ev("connect", 1, 7001, 1), ev("connect", 2, 7001, 2), ev("close", 3, 7001, 2)]);
+  t.equal(applier.passedThrough, 0);
+  t.equal(table.size, 0, "the close removed the entry the first record made, as without pairing");
+});
+
 t.test("while a scan wants close keys, pairs go through the table and report their keys", async (t) => {
   const table = new ConnectionTable({ maxConnections: 10 });
   const keys: string[] = [];

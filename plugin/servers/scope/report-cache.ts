@@ -135,11 +135,12 @@ export class ReportCache {
   /** The body to serve now; never builds anything on this path. */
   bodyFor(probeId: string | undefined): Buffer {
     const wasIdle = this.#idle();
-    this.#lastRequestMs = this.#now();
+    const now = this.#now();
+    this.#lastRequestMs = now;
     if (wasIdle && this.#dirty && this.#job === undefined) this.#schedule();
     const probe = probeId === undefined ? undefined : this.#probes.get(probeId) ?? this.#register(probeId);
     if (probe === undefined || probe.body === undefined) return this.#serveAnonymous();
-    probe.lastRequestMs = this.#now();
+    probe.lastRequestMs = now;
     const served = probe.bodyGeneration;
     let delivered = probe.dropped > 0;
     probe.dropped = 0;
