@@ -17,13 +17,13 @@ export function createReportBackend(
   return {
     clients,
     report(clientId: string): ClientReport {
-      const open = [...table.values()];
+      const open = table.snapshot();
       if (clientId === "") return { connections: open, droppedClosed: 0, firstReport: false };
       const { closed, dropped, firstReport } = clients.takeClosed(clientId);
       return { connections: closed.length === 0 ? open : open.concat(closed), droppedClosed: dropped, firstReport };
     },
-    openConnections(): Connection[] {
-      return [...table.values()];
+    openConnections(): readonly Connection[] {
+      return table.snapshot();
     },
     subscribe(listener: (change: ConnectionChange) => void): () => void {
       return table.subscribe(listener);

@@ -69,3 +69,28 @@ t.test("unsubscribe stops delivery", async (t) => {
   t.equal(n, 1);
   t.equal(table.subscriberCount, 0);
 });
+
+t.test("a snapshot is the open connections, shared until the next change, and never changed after", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 2 });
+  table.open(conn(1));
+  table.open(conn(2));
+  const first = table.snapshot();
+  t.strictSame(first.map((c) => c.localPort), [1, 2]);
+  t.equal(table.snapshot(), first, "no change: the same array, no copy per report");
+  const changes: Array<[string, () => unknown]> = [
+    ["an open", () => table.open(conn(3))], // also evicts port 1
+    ["a refresh", () => table.open(conn(2))],
+    ["a close", () => table.close(connectionKey(conn(3)))],
+  ];
+  let previous = first;
+  for (const [what, change] of changes) {
+    const before = previous.map((c) => c.localPort);
+    change();
+    const next = table.snapshot();
+    t.not(next, previous, `${what} gives a new snapshot`);
+    t.strictSame(previous.map((c) => c.localPort), before, `${what} leaves the snapshot a reader holds as it was`);
+    t.strictSame(next, [...table.values()], `${what}: the new one is the table`);
+    previous = next;
+  }
+  t.strictSame(previous.map((c) => c.localPort), [2]);
+});
