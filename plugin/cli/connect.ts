@@ -1,7 +1,7 @@
 /** A ready EndpointReporter client for the CLI, or a clear reason why the server is not reachable. */
 import { readFileSync, statSync } from "node:fs";
 import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
-import { EndpointReporterClient } from "../generated/endpoint_reporter.ts";
+import { EndpointReporterClient } from "../client/endpoint-reporter-client.ts";
 import { isLoopbackHost } from "../servers/grpc/listen-config.ts";
 import type { CliArgs } from "./args.ts";
 

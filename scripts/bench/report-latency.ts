@@ -4,11 +4,14 @@
  *   - GetStatus on the same channel: the gRPC round trip with a tiny response (transport floor);
  *   - the same Report over a raw HTTP/2 stream, bytes only: server + transport without client decoding;
  *   - EndpointReport.encode / .decode of the same report in this process: protobuf work alone (the
- *     decode is what every grpc-js client of the generated code pays on receipt);
+ *     decode is what every grpc-js client of the generated code pays on receipt), and the decode of
+ *     plugin/client's ReportDecoder, which the plugin's own client (and CLI) uses;
  *   - JSON.stringify of the same Scope report (parsed once): JSON serialization alone.
  * Scope /report is timed to the last byte, as bytes (what a probe's HTTP read waits for before its
  * own JSON decode), and once more as a UTF-8 string built chunk by chunk (a JS client's extra cost).
- * Goals: p99 < 20 ms at 10k, < 200 ms at 100k (gRPC Report as a grpc-js client sees it).
+ * Report is timed as three grpc-js clients see it: the generated client with grpc-js defaults, the
+ * same with a 16 MiB HTTP/2 window, and plugin/client (16 MiB window and ReportDecoder, as the CLI).
+ * Goals: p99 < 20 ms at 10k, < 200 ms at 100k.
  *
  *   node --expose-gc --import tsx scripts/bench/report-latency.ts [--sizes 1000,10000,100000] [--samples 200,100,30] [--trace-gc]
  *
@@ -25,8 +28,10 @@ import { connect as netConnect } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { Metadata, type ServiceError } from "@grpc/grpc-js";
+import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { EndpointReport, type EndpointReporterClient, ReportRequest, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
+import { EndpointReporterClient as PluginClient } from "../../plugin/client/endpoint-reporter-client.ts";
+import { ReportDecoder } from "../../plugin/client/report-decoder.ts";
 import { startPlugin, type PluginProcess } from "../../test/helpers/plugin-child.ts";
 import { httpGet, httpGetBytes } from "../../test/helpers/server-harness.ts";
 import { ConnectionHolders } from "./holders.ts";
@@ -139,10 +144,12 @@ interface Row {
   tracked: number;
   report: Dist; reportBytes: number;
   wideWindow: Dist;
+  pluginClient: Dist;
   raw: Dist;
   status: Dist;
   encode: Dist;
   decode: Dist;
+  fastDecode: Dist;
   scope: Dist; scopeText: Dist; scopeBytes: number;
   stringify: Dist;
   defaultClient: string;
@@ -165,6 +172,9 @@ async function benchSize(p: PluginProcess, samples: number): Promise<Row> {
     const wide: EndpointReporterClient = p.client({ "grpc.max_receive_message_length": 256 * 1024 * 1024, "grpc-node.flow_control_window": 16 * 1024 * 1024 });
     const wideWindow = await measure(samples, () => unaryCall<EndpointReport>((cb) => wide.report({ clientId: "bench-wide" }, new Metadata(), { deadline: Date.now() + 60_000 }, cb)));
     wide.close();
+    const ours = new PluginClient(`unix://${p.grpcSocket}`, credentials.createInsecure(), { "grpc.max_receive_message_length": 256 * 1024 * 1024, "grpc-node.flow_control_window": 16 * 1024 * 1024 });
+    const pluginClient = await measure(samples, () => unaryCall<EndpointReport>((cb) => ours.report({ clientId: "bench-ours" }, new Metadata(), { deadline: Date.now() + 60_000 }, cb)));
+    ours.close();
     const rawClient = rawReporter(p.grpcSocket);
     const raw = await measure(samples, () => rawClient.call());
     rawClient.close();
@@ -172,6 +182,8 @@ async function benchSize(p: PluginProcess, samples: number): Promise<Row> {
     const encode = measureSync(Math.min(samples, 50), () => EndpointReport.encode(last!).finish());
     const encoded = EndpointReport.encode(last!).finish();
     const decode = measureSync(Math.min(samples, 50), () => EndpointReport.decode(encoded));
+    const decoder = new ReportDecoder();
+    const fastDecode = measureSync(Math.min(samples, 50), () => decoder.decode(encoded));
     let scopeBody: Buffer = Buffer.alloc(0);
     const scope = await measure(samples, async () => {
       const reply = await httpGetBytes(p.scopeSocket, "/report?api_version=1&probe_id=bench");
@@ -191,7 +203,7 @@ async function benchSize(p: PluginProcess, samples: number): Promise<Row> {
       (e: ServiceError) => `fails: ${e.code} ${e.details.slice(0, 70)}`,
     );
     plain.close();
-    return { tracked, report, reportBytes, wideWindow, raw, status: statusDist, encode, decode, scope, scopeText, scopeBytes: scopeBody.length, stringify, defaultClient };
+    return { tracked, report, reportBytes, wideWindow, pluginClient, raw, status: statusDist, encode, decode, fastDecode, scope, scopeText, scopeBytes: scopeBody.length, stringify, defaultClient };
   } finally {
     client.close();
   }
@@ -225,18 +237,19 @@ async function main(): Promise<void> {
   }
 
   console.log("\nReport latency (ms), plugin under Node, --source procfs, sequential calls on one Unix-socket channel");
-  console.log("tracked   | gRPC Report p50 / p99 (size)      | 16 MiB window p50 / p99 | raw HTTP/2 p50 / p99 | GetStatus p50 / p99 | encode p50 | decode p50 | Scope /report p50 / p99 (size)   | as text p50 / p99 | JSON.stringify p50");
+  console.log("tracked   | gRPC Report p50 / p99 (size)      | 16 MiB window p50 / p99 | plugin/client p50 / p99 | raw HTTP/2 p50 / p99 | GetStatus p50 / p99 | encode p50 | decode p50 generated / plugin | Scope /report p50 / p99 (size)   | as text p50 / p99 | JSON.stringify p50");
   for (const r of rows) {
     console.log(
       `${String(r.tracked).padEnd(9)} | ${fmt(r.report.p50).padStart(6)} / ${fmt(r.report.p99).padStart(6)} (${mb(r.reportBytes).padStart(8)}) n=${String(r.report.n).padEnd(3)} ` +
       `| ${fmt(r.wideWindow.p50).padStart(8)} / ${fmt(r.wideWindow.p99).padStart(6)}      ` +
-      `| ${fmt(r.raw.p50).padStart(6)} / ${fmt(r.raw.p99).padStart(6)}      | ${fmt(r.status.p50).padStart(8)} / ${fmt(r.status.p99).padStart(6)}  | ${fmt(r.encode.p50).padStart(7)}    | ${fmt(r.decode.p50).padStart(7)}    ` +
+      `| ${fmt(r.pluginClient.p50).padStart(8)} / ${fmt(r.pluginClient.p99).padStart(6)}      ` +
+      `| ${fmt(r.raw.p50).padStart(6)} / ${fmt(r.raw.p99).padStart(6)}      | ${fmt(r.status.p50).padStart(8)} / ${fmt(r.status.p99).padStart(6)}  | ${fmt(r.encode.p50).padStart(7)}    | ${fmt(r.decode.p50).padStart(9)} / ${fmt(r.fastDecode.p50).padStart(6)}        ` +
       `| ${fmt(r.scope.p50).padStart(6)} / ${fmt(r.scope.p99).padStart(6)} (${mb(r.scopeBytes).padStart(8)}) n=${String(r.scope.n).padEnd(3)} | ${fmt(r.scopeText.p50).padStart(6)} / ${fmt(r.scopeText.p99).padStart(6)} | ${fmt(r.stringify.p50).padStart(7)}`,
     );
   }
   console.log("\nratios (same run): Report p50 / GetStatus p50 (transport floor), Report p50 / encode and / decode p50 (protobuf work alone), raw p50 / Report p50 (share without client decoding), Scope p50 / JSON.stringify p50");
   for (const r of rows) {
-    console.log(`${String(r.tracked).padEnd(9)} | x${(r.report.p50 / r.status.p50).toFixed(1)} GetStatus | x${(r.report.p50 / r.encode.p50).toFixed(1)} encode | x${(r.report.p50 / r.decode.p50).toFixed(1)} decode | raw ${(100 * r.raw.p50 / r.report.p50).toFixed(0)}% of Report | Scope x${(r.scope.p50 / r.stringify.p50).toFixed(2)} JSON.stringify | default-options client: ${r.defaultClient}`);
+    console.log(`${String(r.tracked).padEnd(9)} | x${(r.report.p50 / r.status.p50).toFixed(1)} GetStatus | x${(r.report.p50 / r.encode.p50).toFixed(1)} encode | x${(r.report.p50 / r.decode.p50).toFixed(1)} decode | ReportDecoder x${(r.decode.p50 / r.fastDecode.p50).toFixed(1)} faster | raw ${(100 * r.raw.p50 / r.report.p50).toFixed(0)}% of Report | Scope x${(r.scope.p50 / r.stringify.p50).toFixed(2)} JSON.stringify | default-options client: ${r.defaultClient}`);
   }
   console.log("\ngoals (p99; Scope's own deadline for a plugin is 500 ms):");
   for (const [i, r] of rows.entries()) {
@@ -244,6 +257,7 @@ async function main(): Promise<void> {
     if (goal !== undefined) {
       console.log(`  ${sizes[i]}: p99 ${fmt(r.report.p99)} ms, goal < ${goal} ms: ${r.report.p99 < goal ? "met" : "MISSED"} (tracked ${r.tracked}); ` +
         `16 MiB window p99 ${fmt(r.wideWindow.p99)} ms: ${r.wideWindow.p99 < goal ? "met" : "MISSED"}; ` +
+        `plugin/client p99 ${fmt(r.pluginClient.p99)} ms: ${r.pluginClient.p99 < goal ? "met" : "MISSED"}; ` +
         `without client decoding (raw HTTP/2) p99 ${fmt(r.raw.p99)} ms: ${r.raw.p99 < goal ? "met" : "MISSED"}; ` +
         `Scope /report p99 ${fmt(r.scope.p99)} ms: ${r.scope.p99 < goal ? "met" : "MISSED"}`);
     }
