@@ -2,14 +2,15 @@
  * A faster EndpointReport decoder for clients, giving exactly what the generated
  * EndpointReport.decode gives.
  *
- * A Report repeats every tracked connection, and the generated decoder spends most of a 10k
- * report on its three strings per connection: a TextDecoder call and a new string each, although
- * a host's reports name a few hundred distinct addresses and process names. Here each
- * connection's fields are read straight from the bytes and its strings come from a small cache
- * keyed by their bytes. Anything this fast path does not expect (a group, a varint wider than its
- * field allows, a negative enum, a truncated entry) is handed to
- * the generated decoder for the whole message, so odd or malformed input is decoded, or rejected,
- * exactly as before. Unknown fields (a newer server's) are skipped here as the generated code skips them.
+ * A Report repeats every tracked connection, and the generated decoder makes a new string for each
+ * of a connection's three strings, although a host's reports name a few hundred distinct addresses
+ * and process names; at 100k connections those allocations and their collection are most of the
+ * decode. Here each connection's fields are read straight from the bytes and its short ASCII
+ * strings come from a small cache keyed by their bytes. Unknown fields (a newer server's) are
+ * skipped as the generated code skips them. Anything else the fast path does not expect (a group,
+ * a varint wider than its field allows, a negative enum, a truncated entry, a nested message that
+ * overruns its length) goes to the generated decoder for the whole message, so odd or malformed
+ * input is decoded, or rejected, exactly as before.
  */
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { Connection, EndpointReport } from "../generated/endpoint_reporter.ts";
