@@ -40,37 +40,22 @@ export class ReportDecoder {
     this.#bytes = bytes;
     const report: EndpointReport = { hostId: "", connections: [], status: undefined, droppedClosed: 0, firstReport: false };
     let reader: BinaryReader | undefined;
-    let pos = 0;
-    while (pos < bytes.length) {
-      const start = pos;
-      const tag = bytes[pos++];
-      const wire = tag & 7;
-      let end: number;
-      if (tag >= 0x80 || tag >>> 3 === 0) return EndpointReport.decode(bytes);
-      if (wire === WIRE_LEN) {
-        this.#pos = pos;
+    this.#pos = 0;
+    while (this.#pos < bytes.length) {
+      const start = this.#pos;
+      const tag = this.#varint32();
+      if (tag === TAG_CONNECTION) {
         const length = this.#varint32();
-        if (length < 0 || this.#pos + length > bytes.length) return EndpointReport.decode(bytes);
-        end = this.#pos + length;
-        if (tag === TAG_CONNECTION) {
-          const connection = this.#connection(this.#pos, end);
-          if (connection === undefined) return EndpointReport.decode(bytes);
-          report.connections.push(connection);
-          pos = end;
-          continue;
-        }
-      } else if (wire === WIRE_VARINT) {
-        end = pos;
-        while (end < bytes.length && bytes[end] >= 0x80) end++;
-        end++;
-      } else if (wire === WIRE_I64) {
-        end = pos + 8;
-      } else if (wire === WIRE_I32) {
-        end = pos + 4;
-      } else {
-        return EndpointReport.decode(bytes);
+        const end = this.#pos + length;
+        if (length < 0 || end > bytes.length) return EndpointReport.decode(bytes);
+        const connection = this.#connection(this.#pos, end);
+        if (connection === undefined) return EndpointReport.decode(bytes);
+        report.connections.push(connection);
+        this.#pos = end;
+        continue;
       }
-      if (end > bytes.length) return EndpointReport.decode(bytes);
+      if (!this.#skip(tag, bytes.length) || this.#pos > bytes.length) return EndpointReport.decode(bytes);
+      const end = this.#pos;
       // Any other field: the generated decoder reads it where it lies, so a nested message that
       // overruns its length reads the same following bytes; if it did, the rest of the message is
       // misaligned for the generated decoder too, and only it should go on.
@@ -82,7 +67,6 @@ export class ReportDecoder {
       else if (tag === TAG_STATUS) report.status = field.status;
       else if (tag === TAG_DROPPED_CLOSED) report.droppedClosed = field.droppedClosed;
       else if (tag === TAG_FIRST_REPORT) report.firstReport = field.firstReport;
-      pos = end;
     }
     return report;
   }
