@@ -1,6 +1,28 @@
 /** Starts and grows conn-holder processes (scripts/bench/conn-holder.c) until they hold N connections. */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { createInterface, type Interface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/**
+ * Builds conn-holder and procfs-floor (build-procfs.sh) into build/bench when missing or older than
+ * their sources; returns that directory.
+ */
+export function ensureBenchHelpers(): string {
+  const outDir = join(here, "..", "..", "build", "bench");
+  const stale = ["conn-holder", "procfs-floor"].some((name) => {
+    const binary = join(outDir, name);
+    return !existsSync(binary) || statSync(binary).mtimeMs < statSync(join(here, `${name}.c`)).mtimeMs;
+  });
+  if (stale) {
+    const built = spawnSync("bash", [join(here, "build-procfs.sh"), outDir], { stdio: "inherit" });
+    if (built.status !== 0) throw new Error("building the benchmark helpers failed");
+  }
+  return outDir;
+}
 
 interface Holder {
   child: ChildProcess;

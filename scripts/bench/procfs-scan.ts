@@ -9,16 +9,11 @@
  * Needs root (other processes' fd links) and gcc on first run (binaries go to build/bench).
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { type ProcScan, scanProc, scanProcSync } from "../../plugin/procfs/scan.ts";
-import { ConnectionHolders } from "./holders.ts";
-
-const here = dirname(fileURLToPath(import.meta.url));
-const outDir = join(here, "..", "..", "build", "bench");
+import { ConnectionHolders, ensureBenchHelpers } from "./holders.ts";
 
 const { values } = parseArgs({
   options: {
@@ -29,16 +24,7 @@ const { values } = parseArgs({
 });
 const sizes = values.sizes.split(",").map(Number);
 const reps = Number(values.reps);
-
-function ensureBinaries(): void {
-  const stale = ["conn-holder", "procfs-floor"].some((name) => {
-    const binary = join(outDir, name);
-    return !existsSync(binary) || statSync(binary).mtimeMs < statSync(join(here, `${name}.c`)).mtimeMs;
-  });
-  if (!stale) return;
-  const built = spawnSync("bash", [join(here, "build-procfs.sh"), outDir], { stdio: "inherit" });
-  if (built.status !== 0) throw new Error("building the benchmark helpers failed");
-}
+const outDir = ensureBenchHelpers();
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -77,7 +63,6 @@ const mid = <T extends Timing>(runs: T[]): Timing => ({ wallMs: median(runs.map(
 const fmt = (ms: number) => (Number.isNaN(ms) ? "-" : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
 
 async function main(): Promise<void> {
-  ensureBinaries();
   const holders = new ConnectionHolders(join(outDir, "conn-holder"));
   const stop = () => void holders.stop().finally(() => process.exit(130));
   process.once("SIGINT", stop);

@@ -21,12 +21,9 @@
  * fills the table; the periodic scan is pushed out of the measurement (--proc-poll-interval-ms
  * 600000) so that the figures are the Report path alone. Needs root; builds conn-holder on first run.
  */
-import { spawnSync } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
 import http2 from "node:http2";
 import { connect as netConnect } from "node:net";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { EndpointReport, type EndpointReporterClient, ReportRequest, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
@@ -34,10 +31,8 @@ import { EndpointReporterClient as PluginClient } from "../../plugin/client/endp
 import { ReportDecoder } from "../../plugin/client/report-decoder.ts";
 import { startPlugin, type PluginProcess } from "../../test/helpers/plugin-child.ts";
 import { httpGet, httpGetBytes } from "../../test/helpers/server-harness.ts";
-import { ConnectionHolders } from "./holders.ts";
+import { ConnectionHolders, ensureBenchHelpers } from "./holders.ts";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const outDir = join(here, "..", "..", "build", "bench");
 
 const { values } = parseArgs({
   options: {
@@ -61,15 +56,6 @@ function countGc(line: string): void {
 const gcSince = (before: typeof gc) => `scavenges ${gc.scavenge - before.scavenge}, mark-compacts ${gc.markCompact - before.markCompact} (${(gc.markCompactMs - before.markCompactMs).toFixed(0)} ms)`;
 
 const GOALS_P99_MS: Record<number, number> = { 10_000: 20, 100_000: 200 };
-
-function ensureHolder(): string {
-  const binary = join(outDir, "conn-holder");
-  if (!existsSync(binary) || statSync(binary).mtimeMs < statSync(join(here, "conn-holder.c")).mtimeMs) {
-    const built = spawnSync("bash", [join(here, "build-procfs.sh"), outDir], { stdio: "inherit" });
-    if (built.status !== 0) throw new Error("building conn-holder failed");
-  }
-  return binary;
-}
 
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
@@ -110,6 +96,11 @@ function measureSync(n: number, once: () => unknown): Dist {
   }
   ms.sort((a, b) => a - b);
   return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n };
+}
+
+/** One Report as a client makes it (a deadline well past any size measured). */
+function reportOnce(client: EndpointReporterClient, clientId: string): Promise<EndpointReport> {
+  return unaryCall<EndpointReport>((cb) => client.report({ clientId }, new Metadata(), { deadline: Date.now() + 60_000 }, cb));
 }
 
 function unaryCall<T>(start: (cb: (error: ServiceError | null, value: T) => void) => unknown): Promise<T> {
@@ -163,17 +154,17 @@ async function benchSize(p: PluginProcess, samples: number): Promise<Row> {
     let last: EndpointReport | undefined;
     const gcBefore = { ...gc };
     const report = await measure(samples, async () => {
-      last = await unaryCall<EndpointReport>((cb) => client.report({ clientId: "bench" }, new Metadata(), { deadline: Date.now() + 60_000 }, cb));
+      last = await reportOnce(client, "bench");
     });
     const reportBytes = EndpointReport.encode(last!).finish().length;
     if (values["trace-gc"]) process.stderr.write(`${tracked}: plugin GC during ${samples} Reports: ${gcSince(gcBefore)}\n`);
     // The same client with a 16 MiB HTTP/2 receive window: a large report then needs no window
     // updates from the client on the way (grpc-js's default window is 64 KiB).
     const wide: EndpointReporterClient = p.client({ "grpc.max_receive_message_length": 256 * 1024 * 1024, "grpc-node.flow_control_window": 16 * 1024 * 1024 });
-    const wideWindow = await measure(samples, () => unaryCall<EndpointReport>((cb) => wide.report({ clientId: "bench-wide" }, new Metadata(), { deadline: Date.now() + 60_000 }, cb)));
+    const wideWindow = await measure(samples, () => reportOnce(wide, "bench-wide"));
     wide.close();
     const ours = new PluginClient(`unix://${p.grpcSocket}`, credentials.createInsecure(), { "grpc.max_receive_message_length": 256 * 1024 * 1024, "grpc-node.flow_control_window": 16 * 1024 * 1024 });
-    const pluginClient = await measure(samples, () => unaryCall<EndpointReport>((cb) => ours.report({ clientId: "bench-ours" }, new Metadata(), { deadline: Date.now() + 60_000 }, cb)));
+    const pluginClient = await measure(samples, () => reportOnce(ours, "bench-ours"));
     ours.close();
     const rawClient = rawReporter(p.grpcSocket);
     const raw = await measure(samples, () => rawClient.call());
@@ -210,7 +201,7 @@ async function benchSize(p: PluginProcess, samples: number): Promise<Row> {
 }
 
 async function main(): Promise<void> {
-  const holders = new ConnectionHolders(ensureHolder());
+  const holders = new ConnectionHolders(join(ensureBenchHelpers(), "conn-holder"));
   process.on("SIGINT", () => void holders.stop().finally(() => process.exit(130)));
   const rows: Row[] = [];
   try {
