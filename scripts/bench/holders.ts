@@ -8,17 +8,17 @@ import { fileURLToPath } from "node:url";
 const here = dirname(fileURLToPath(import.meta.url));
 
 /**
- * Builds conn-holder and procfs-floor (build-procfs.sh) into build/bench when missing or older than
- * their sources; returns that directory.
+ * Builds the C helpers (build-helpers.sh: conn-holder, procfs-floor, page-touch) into build/bench
+ * when missing or older than their sources; returns that directory.
  */
 export function ensureBenchHelpers(): string {
   const outDir = join(here, "..", "..", "build", "bench");
-  const stale = ["conn-holder", "procfs-floor"].some((name) => {
+  const stale = ["conn-holder", "procfs-floor", "page-touch"].some((name) => {
     const binary = join(outDir, name);
     return !existsSync(binary) || statSync(binary).mtimeMs < statSync(join(here, `${name}.c`)).mtimeMs;
   });
   if (stale) {
-    const built = spawnSync("bash", [join(here, "build-procfs.sh"), outDir], { stdio: "inherit" });
+    const built = spawnSync("bash", [join(here, "build-helpers.sh"), outDir], { stdio: "inherit" });
     if (built.status !== 0) throw new Error("building the benchmark helpers failed");
   }
   return outDir;

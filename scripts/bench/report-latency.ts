@@ -10,7 +10,11 @@
  * Scope /report is timed to the last byte, as bytes (what a probe's HTTP read waits for before its
  * own JSON decode), and once more as a UTF-8 string built chunk by chunk (a JS client's extra cost).
  * Report is timed as three grpc-js clients see it: the generated client with grpc-js defaults, the
- * same with a 16 MiB HTTP/2 window, and plugin/client (16 MiB window and ReportDecoder, as the CLI).
+ * same with a 16 MiB HTTP/2 window, and plugin/client (16 MiB window and ReportDecoder, as the CLI);
+ * and as a Go probe sees it (grpc-go and protoc-gen-go, scripts/bench/go-report-client, built from
+ * Debian's packages on first run; left out, with the reason, when it cannot be built).
+ * The machine itself is measured too: page-touch's cost of first touching a fresh 4 KiB page, with
+ * what that costs for one answer's bytes (each side receives or copies them into fresh memory).
  * Goals: p99 < 20 ms at 10k, < 200 ms at 100k.
  *
  *   node --expose-gc --import tsx scripts/bench/report-latency.ts [--sizes 1000,10000,100000] [--samples 200,100,30] [--trace-gc]
@@ -21,6 +25,7 @@
  * fills the table; the periodic scan is pushed out of the measurement (--proc-poll-interval-ms
  * 600000) so that the figures are the Report path alone. Needs root; builds conn-holder on first run.
  */
+import { execFileSync } from "node:child_process";
 import http2 from "node:http2";
 import { connect as netConnect } from "node:net";
 import { join } from "node:path";
@@ -32,6 +37,7 @@ import { ReportDecoder } from "../../plugin/client/report-decoder.ts";
 import { startPlugin, type PluginProcess } from "../../test/helpers/plugin-child.ts";
 import { httpGet, httpGetBytes } from "../../test/helpers/server-harness.ts";
 import { ConnectionHolders, ensureBenchHelpers } from "./holders.ts";
+import { ensureGoReportClient, goReportTimes, type GoReportTimes } from "./go-report-client.ts";
 
 
 const { values } = parseArgs({
@@ -136,6 +142,7 @@ interface Row {
   report: Dist; reportBytes: number;
   wideWindow: Dist;
   pluginClient: Dist;
+  go: GoReportTimes | undefined;
   raw: Dist;
   status: Dist;
   encode: Dist;
@@ -146,7 +153,7 @@ interface Row {
   defaultClient: string;
 }
 
-async function benchSize(p: PluginProcess, samples: number): Promise<Row> {
+async function benchSize(p: PluginProcess, samples: number, goClient: string | Error): Promise<Row> {
   const client: EndpointReporterClient = p.client({ "grpc.max_receive_message_length": 256 * 1024 * 1024 });
   try {
     const status = await unaryCall<TrackerStatus>((cb) => client.getStatus({}, cb));
@@ -166,6 +173,8 @@ async function benchSize(p: PluginProcess, samples: number): Promise<Row> {
     const ours = new PluginClient(`unix://${p.grpcSocket}`, credentials.createInsecure(), { "grpc.max_receive_message_length": 256 * 1024 * 1024, "grpc-node.flow_control_window": 16 * 1024 * 1024 });
     const pluginClient = await measure(samples, () => reportOnce(ours, "bench-ours"));
     ours.close();
+    const go = typeof goClient === "string" ? goReportTimes(goClient, p.grpcSocket, samples, "bench-go") : undefined;
+    if (go !== undefined && go.connections !== tracked) throw new Error(`the Go client got ${go.connections} connections, the table holds ${tracked}`);
     const rawClient = rawReporter(p.grpcSocket);
     const raw = await measure(samples, () => rawClient.call());
     rawClient.close();
@@ -194,14 +203,18 @@ async function benchSize(p: PluginProcess, samples: number): Promise<Row> {
       (e: ServiceError) => `fails: ${e.code} ${e.details.slice(0, 70)}`,
     );
     plain.close();
-    return { tracked, report, reportBytes, wideWindow, pluginClient, raw, status: statusDist, encode, decode, fastDecode, scope, scopeText, scopeBytes: scopeBody.length, stringify, defaultClient };
+    return { tracked, report, reportBytes, wideWindow, pluginClient, go, raw, status: statusDist, encode, decode, fastDecode, scope, scopeText, scopeBytes: scopeBody.length, stringify, defaultClient };
   } finally {
     client.close();
   }
 }
 
 async function main(): Promise<void> {
-  const holders = new ConnectionHolders(join(ensureBenchHelpers(), "conn-holder"));
+  const helpers = ensureBenchHelpers();
+  const holders = new ConnectionHolders(join(helpers, "conn-holder"));
+  const goClient = ensureGoReportClient();
+  if (goClient instanceof Error) process.stderr.write(`Go client left out: ${goClient.message}\n`);
+  const usPerPage = Number(/us_per_page ([\d.]+)/.exec(execFileSync(join(helpers, "page-touch"), { encoding: "utf8" }))?.[1]);
   process.on("SIGINT", () => void holders.stop().finally(() => process.exit(130)));
   const rows: Row[] = [];
   try {
@@ -217,7 +230,7 @@ async function main(): Promise<void> {
       });
       try {
         process.stderr.write(`${size}: ${Math.ceil(size / 2)} held in ${(grownMs / 1000).toFixed(1)} s, plugin ready (pid ${plugin.pid}, rss ${Math.round(plugin.rssKiB() / 1024)} MiB)\n`);
-        rows.push(await benchSize(plugin, sampleCounts[i] ?? sampleCounts.at(-1)!));
+        rows.push(await benchSize(plugin, sampleCounts[i] ?? sampleCounts.at(-1)!, goClient));
       } finally {
         await plugin.stop("SIGTERM", 10_000);
         await plugin.cleanup();
@@ -228,12 +241,13 @@ async function main(): Promise<void> {
   }
 
   console.log("\nReport latency (ms), plugin under Node, --source procfs, sequential calls on one Unix-socket channel");
-  console.log("tracked   | gRPC Report p50 / p99 (size)      | 16 MiB window p50 / p99 | plugin/client p50 / p99 | raw HTTP/2 p50 / p99 | GetStatus p50 / p99 | encode p50 | decode p50 generated / plugin | Scope /report p50 / p99 (size)   | as text p50 / p99 | JSON.stringify p50");
+  console.log("tracked   | gRPC Report p50 / p99 (size)      | 16 MiB window p50 / p99 | plugin/client p50 / p99 | Go client p50 / p99 | raw HTTP/2 p50 / p99 | GetStatus p50 / p99 | encode p50 | decode p50 generated / plugin | Scope /report p50 / p99 (size)   | as text p50 / p99 | JSON.stringify p50");
   for (const r of rows) {
     console.log(
       `${String(r.tracked).padEnd(9)} | ${fmt(r.report.p50).padStart(6)} / ${fmt(r.report.p99).padStart(6)} (${mb(r.reportBytes).padStart(8)}) n=${String(r.report.n).padEnd(3)} ` +
       `| ${fmt(r.wideWindow.p50).padStart(8)} / ${fmt(r.wideWindow.p99).padStart(6)}      ` +
       `| ${fmt(r.pluginClient.p50).padStart(8)} / ${fmt(r.pluginClient.p99).padStart(6)}      ` +
+      `| ${r.go ? `${fmt(r.go.p50).padStart(8)} / ${fmt(r.go.p99).padStart(6)}  ` : "   (not built)      "}` +
       `| ${fmt(r.raw.p50).padStart(6)} / ${fmt(r.raw.p99).padStart(6)}      | ${fmt(r.status.p50).padStart(8)} / ${fmt(r.status.p99).padStart(6)}  | ${fmt(r.encode.p50).padStart(7)}    | ${fmt(r.decode.p50).padStart(9)} / ${fmt(r.fastDecode.p50).padStart(6)}        ` +
       `| ${fmt(r.scope.p50).padStart(6)} / ${fmt(r.scope.p99).padStart(6)} (${mb(r.scopeBytes).padStart(8)}) n=${String(r.scope.n).padEnd(3)} | ${fmt(r.scopeText.p50).padStart(6)} / ${fmt(r.scopeText.p99).padStart(6)} | ${fmt(r.stringify.p50).padStart(7)}`,
     );
@@ -242,6 +256,8 @@ async function main(): Promise<void> {
   for (const r of rows) {
     console.log(`${String(r.tracked).padEnd(9)} | x${(r.report.p50 / r.status.p50).toFixed(1)} GetStatus | x${(r.report.p50 / r.encode.p50).toFixed(1)} encode | x${(r.report.p50 / r.decode.p50).toFixed(1)} decode | ReportDecoder x${(r.decode.p50 / r.fastDecode.p50).toFixed(1)} faster | raw ${(100 * r.raw.p50 / r.report.p50).toFixed(0)}% of Report | Scope x${(r.scope.p50 / r.stringify.p50).toFixed(2)} JSON.stringify | default-options client: ${r.defaultClient}`);
   }
+  console.log(`\nthis machine (page-touch, same run): ${usPerPage.toFixed(1)} µs to first touch a fresh 4 KiB page; one answer's bytes in fresh memory:`);
+  for (const r of rows) console.log(`${String(r.tracked).padEnd(9)} | ${fmt((r.reportBytes / 4096) * usPerPage / 1000)} ms per side (${mb(r.reportBytes)})`);
   console.log("\ngoals (p99; Scope's own deadline for a plugin is 500 ms):");
   for (const [i, r] of rows.entries()) {
     const goal = GOALS_P99_MS[sizes[i]];
@@ -249,6 +265,7 @@ async function main(): Promise<void> {
       console.log(`  ${sizes[i]}: p99 ${fmt(r.report.p99)} ms, goal < ${goal} ms: ${r.report.p99 < goal ? "met" : "MISSED"} (tracked ${r.tracked}); ` +
         `16 MiB window p99 ${fmt(r.wideWindow.p99)} ms: ${r.wideWindow.p99 < goal ? "met" : "MISSED"}; ` +
         `plugin/client p99 ${fmt(r.pluginClient.p99)} ms: ${r.pluginClient.p99 < goal ? "met" : "MISSED"}; ` +
+        (r.go ? `Go client p99 ${fmt(r.go.p99)} ms: ${r.go.p99 < goal ? "met" : "MISSED"}; ` : "") +
         `without client decoding (raw HTTP/2) p99 ${fmt(r.raw.p99)} ms: ${r.raw.p99 < goal ? "met" : "MISSED"}; ` +
         `Scope /report p99 ${fmt(r.scope.p99)} ms: ${r.scope.p99 < goal ? "met" : "MISSED"}`);
     }
