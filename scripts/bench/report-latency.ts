@@ -1,7 +1,7 @@
 /**
  * Report latency: gRPC Report and Scope /report, p50 and p99, and response size, at 1k, 10k and
  * 100k tracked connections, each against references measured in the same run:
- *   - GetStatus on the same channel: the gRPC round trip with a tiny response (transport floor);
+ *   - GetStatus: the gRPC round trip with a tiny response (transport floor);
  *   - the same Report over a raw HTTP/2 stream, bytes only: server + transport without client decoding;
  *   - EndpointReport.encode / .decode of the same report in this process: protobuf work alone (the
  *     decode is what every grpc-js client of the generated code pays on receipt), and the decode of
@@ -9,6 +9,8 @@
  *   - JSON.stringify of the same Scope report (parsed once): JSON serialization alone.
  * Scope /report is timed to the last byte, as bytes (what a probe's HTTP read waits for before its
  * own JSON decode), and once more as a UTF-8 string built chunk by chunk (a JS client's extra cost).
+ * Every client runs in a process of its own (report-client.ts, or the Go binary), as a probe would:
+ * one client's garbage is never collected in another's measurement.
  * Report is timed as three grpc-js clients see it: the generated client with grpc-js defaults, the
  * same with a 16 MiB HTTP/2 window, and plugin/client (16 MiB window and ReportDecoder, as the CLI);
  * and as a Go probe sees it (grpc-go and protoc-gen-go, scripts/bench/go-report-client, built from
@@ -25,21 +27,22 @@
  * fills the table; the periodic scan is pushed out of the measurement (--proc-poll-interval-ms
  * 600000) so that the figures are the Report path alone. Needs root; builds conn-holder on first run.
  */
-import { execFileSync } from "node:child_process";
-import http2 from "node:http2";
-import { connect as netConnect } from "node:net";
-import { join } from "node:path";
-import { parseArgs } from "node:util";
-import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
-import { EndpointReport, type EndpointReporterClient, ReportRequest, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
-import { EndpointReporterClient as PluginClient } from "../../plugin/client/endpoint-reporter-client.ts";
+import { execFile, execFileSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs, promisify } from "node:util";
+import type { ServiceError } from "@grpc/grpc-js";
+import { EndpointReport, type EndpointReporterClient, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
 import { ReportDecoder } from "../../plugin/client/report-decoder.ts";
 import { startPlugin, type PluginProcess } from "../../test/helpers/plugin-child.ts";
-import { httpGet, httpGetBytes } from "../../test/helpers/server-harness.ts";
+import { httpGetBytes } from "../../test/helpers/server-harness.ts";
 import { ConnectionHolders, ensureBenchHelpers } from "./holders.ts";
 import { ensureGoReportClient, goReportTimes, type GoReportTimes } from "./go-report-client.ts";
+import type { ClientKind } from "./report-client.ts";
+import { type Dist, measureSync } from "./timing.ts";
 
-
+const here = dirname(fileURLToPath(import.meta.url));
+const execFileAsync = promisify(execFile);
 const { values } = parseArgs({
   options: {
     sizes: { type: "string", default: "1000,10000,100000" },
@@ -63,75 +66,17 @@ const gcSince = (before: typeof gc) => `scavenges ${gc.scavenge - before.scaveng
 
 const GOALS_P99_MS: Record<number, number> = { 10_000: 20, 100_000: 200 };
 
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
-}
-
-interface Dist { p50: number; p99: number; n: number }
-
-/**
- * Each phase starts with this process's garbage collected (run with --expose-gc): otherwise the
- * decoded reports of one phase are collected in the middle of the next, and its tail is this
- * process's pause, not the plugin's.
- */
-function settle(): void {
-  (globalThis as { gc?: () => void }).gc?.();
-}
-
-async function measure(n: number, once: () => Promise<unknown>): Promise<Dist> {
-  await once(); // warm
-  settle();
-  const ms: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await once();
-    ms.push(performance.now() - t0);
-  }
-  ms.sort((a, b) => a - b);
-  return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n };
-}
-
-function measureSync(n: number, once: () => unknown): Dist {
-  once();
-  settle();
-  const ms: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    once();
-    ms.push(performance.now() - t0);
-  }
-  ms.sort((a, b) => a - b);
-  return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n };
-}
-
-/** One Report as a client makes it (a deadline well past any size measured). */
-function reportOnce(client: EndpointReporterClient, clientId: string): Promise<EndpointReport> {
-  return unaryCall<EndpointReport>((cb) => client.report({ clientId }, new Metadata(), { deadline: Date.now() + 60_000 }, cb));
+/** One client's timings from its own process (report-client.ts); async, so the plugin's --trace-gc lines keep flowing. */
+async function clientTimes(kind: ClientKind, p: PluginProcess, samples: number): Promise<Dist> {
+  const { stdout } = await execFileAsync(process.execPath, [
+    "--expose-gc", "--import", "tsx", join(here, "report-client.ts"), kind,
+    "--grpc-socket", p.grpcSocket, "--scope-socket", p.scopeSocket, "--samples", String(samples),
+  ], { maxBuffer: 1 << 20, timeout: 900_000 });
+  return JSON.parse(stdout) as Dist;
 }
 
 function unaryCall<T>(start: (cb: (error: ServiceError | null, value: T) => void) => unknown): Promise<T> {
   return new Promise((resolve, reject) => start((error, value) => (error ? reject(error) : resolve(value))));
-}
-
-/** The same Report over a raw HTTP/2 stream on one kept session: bytes in, nothing decoded. */
-function rawReporter(socketPath: string) {
-  const session = http2.connect("http://localhost", { createConnection: () => netConnect(socketPath) });
-  session.on("error", () => {});
-  const body = Buffer.alloc(5);
-  const payload = ReportRequest.encode({ clientId: "bench-raw" }).finish();
-  const frame = Buffer.concat([body, payload]);
-  frame.writeUInt32BE(payload.length, 1);
-  return {
-    call: () => new Promise<number>((resolve, reject) => {
-      const req = session.request({ ":method": "POST", ":path": "/scope.endpoint.v1.EndpointReporter/Report", "content-type": "application/grpc", te: "trailers" });
-      let bytes = 0;
-      req.on("data", (d: Buffer) => (bytes += d.length));
-      req.on("end", () => resolve(bytes));
-      req.on("error", reject);
-      req.end(frame);
-    }),
-    close: () => session.close(),
-  };
 }
 
 const fmt = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2));
@@ -158,43 +103,28 @@ async function benchSize(p: PluginProcess, samples: number, goClient: string | E
   try {
     const status = await unaryCall<TrackerStatus>((cb) => client.getStatus({}, cb));
     const tracked = Number(status.counters?.connectionsTracked ?? 0);
-    let last: EndpointReport | undefined;
+    // One report, untimed, for its size and for the in-process references below.
+    const last = await unaryCall<EndpointReport>((cb) => client.report({ clientId: "bench-reference" }, cb));
+    const reportBytes = EndpointReport.encode(last).finish().length;
+    if (last.connections.length !== tracked) throw new Error(`a Report held ${last.connections.length} connections, the table ${tracked}`);
     const gcBefore = { ...gc };
-    const report = await measure(samples, async () => {
-      last = await reportOnce(client, "bench");
-    });
-    const reportBytes = EndpointReport.encode(last!).finish().length;
+    const report = await clientTimes("generated", p, samples);
     if (values["trace-gc"]) process.stderr.write(`${tracked}: plugin GC during ${samples} Reports: ${gcSince(gcBefore)}\n`);
-    // The same client with a 16 MiB HTTP/2 receive window: a large report then needs no window
-    // updates from the client on the way (grpc-js's default window is 64 KiB).
-    const wide: EndpointReporterClient = p.client({ "grpc.max_receive_message_length": 256 * 1024 * 1024, "grpc-node.flow_control_window": 16 * 1024 * 1024 });
-    const wideWindow = await measure(samples, () => reportOnce(wide, "bench-wide"));
-    wide.close();
-    const ours = new PluginClient(`unix://${p.grpcSocket}`, credentials.createInsecure(), { "grpc.max_receive_message_length": 256 * 1024 * 1024, "grpc-node.flow_control_window": 16 * 1024 * 1024 });
-    const pluginClient = await measure(samples, () => reportOnce(ours, "bench-ours"));
-    ours.close();
+    const wideWindow = await clientTimes("wide", p, samples);
+    const pluginClient = await clientTimes("plugin", p, samples);
     const go = typeof goClient === "string" ? goReportTimes(goClient, p.grpcSocket, samples, "bench-go") : undefined;
     if (go !== undefined && go.connections !== tracked) throw new Error(`the Go client got ${go.connections} connections, the table holds ${tracked}`);
-    const rawClient = rawReporter(p.grpcSocket);
-    const raw = await measure(samples, () => rawClient.call());
-    rawClient.close();
-    const statusDist = await measure(Math.max(samples, 100), () => unaryCall<TrackerStatus>((cb) => client.getStatus({}, cb)));
-    const encode = measureSync(Math.min(samples, 50), () => EndpointReport.encode(last!).finish());
-    const encoded = EndpointReport.encode(last!).finish();
+    const raw = await clientTimes("raw", p, samples);
+    const statusDist = await clientTimes("status", p, Math.max(samples, 100));
+    const encode = measureSync(Math.min(samples, 50), () => EndpointReport.encode(last).finish());
+    const encoded = EndpointReport.encode(last).finish();
     const decode = measureSync(Math.min(samples, 50), () => EndpointReport.decode(encoded));
     const decoder = new ReportDecoder();
     const fastDecode = measureSync(Math.min(samples, 50), () => decoder.decode(encoded));
-    let scopeBody: Buffer = Buffer.alloc(0);
-    const scope = await measure(samples, async () => {
-      const reply = await httpGetBytes(p.scopeSocket, "/report?api_version=1&probe_id=bench");
-      if (reply.status !== 200) throw new Error(`/report answered ${reply.status}`);
-      scopeBody = reply.body;
-    });
-    const scopeText = await measure(samples, async () => {
-      const reply = await httpGet(p.scopeSocket, "/report?api_version=1&probe_id=bench");
-      if (reply.status !== 200) throw new Error(`/report answered ${reply.status}`);
-    });
-    const parsed = JSON.parse(scopeBody.toString("utf8"));
+    const scope = await clientTimes("scope", p, samples);
+    const scopeText = await clientTimes("scope-text", p, samples);
+    const scopeReply = await httpGetBytes(p.scopeSocket, "/report?api_version=1&probe_id=bench-reference");
+    const parsed = JSON.parse(scopeReply.body.toString("utf8"));
     const stringify = measureSync(Math.min(samples, 50), () => JSON.stringify(parsed));
     // A client with grpc-js defaults (4 MiB receive limit), as the CLI builds it.
     const plain = p.client();
@@ -203,7 +133,7 @@ async function benchSize(p: PluginProcess, samples: number, goClient: string | E
       (e: ServiceError) => `fails: ${e.code} ${e.details.slice(0, 70)}`,
     );
     plain.close();
-    return { tracked, report, reportBytes, wideWindow, pluginClient, go, raw, status: statusDist, encode, decode, fastDecode, scope, scopeText, scopeBytes: scopeBody.length, stringify, defaultClient };
+    return { tracked, report, reportBytes, wideWindow, pluginClient, go, raw, status: statusDist, encode, decode, fastDecode, scope, scopeText, scopeBytes: scopeReply.body.length, stringify, defaultClient };
   } finally {
     client.close();
   }
@@ -240,7 +170,7 @@ async function main(): Promise<void> {
     await holders.stop();
   }
 
-  console.log("\nReport latency (ms), plugin under Node, --source procfs, sequential calls on one Unix-socket channel");
+  console.log("\nReport latency (ms), plugin under Node, --source procfs; each client in its own process, sequential calls on one Unix-socket channel");
   console.log("tracked   | gRPC Report p50 / p99 (size)      | 16 MiB window p50 / p99 | plugin/client p50 / p99 | Go client p50 / p99 | raw HTTP/2 p50 / p99 | GetStatus p50 / p99 | encode p50 | decode p50 generated / plugin | Scope /report p50 / p99 (size)   | as text p50 / p99 | JSON.stringify p50");
   for (const r of rows) {
     console.log(

@@ -1,0 +1,45 @@
+/** Latency distributions for the benchmarks: sequential calls after one warm-up, p50 and p99 by nearest rank. */
+
+export interface Dist {
+  p50: number;
+  p99: number;
+  n: number;
+}
+
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+}
+
+/**
+ * Each measurement starts with this process's garbage collected (run with --expose-gc): otherwise
+ * what an earlier phase left is collected in the middle of this one, and its tail is that pause.
+ */
+function settle(): void {
+  (globalThis as { gc?: () => void }).gc?.();
+}
+
+export async function measure(n: number, once: () => Promise<unknown>): Promise<Dist> {
+  await once();
+  settle();
+  const ms: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await once();
+    ms.push(performance.now() - t0);
+  }
+  ms.sort((a, b) => a - b);
+  return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n };
+}
+
+export function measureSync(n: number, once: () => unknown): Dist {
+  once();
+  settle();
+  const ms: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    once();
+    ms.push(performance.now() - t0);
+  }
+  ms.sort((a, b) => a - b);
+  return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n };
+}
