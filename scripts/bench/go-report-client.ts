@@ -3,6 +3,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { WARMUP_MS } from "./timing.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
@@ -26,9 +27,9 @@ export function ensureGoReportClient(): string | Error {
   return binary;
 }
 
-/** `samples` sequential Reports after one warm-up call, timed inside the Go process. */
+/** `samples` sequential Reports after the same warm-up as measure()'s, timed inside the Go process. */
 export function goReportTimes(binary: string, socket: string, samples: number, clientId: string): GoReportTimes {
-  const line = execFileSync(binary, ["-socket", socket, "-n", String(samples), "-warm", "1", "-client-id", clientId], { encoding: "utf8", timeout: 600_000 });
+  const line = execFileSync(binary, ["-socket", socket, "-n", String(samples), "-warm", `${WARMUP_MS}ms`, "-client-id", clientId], { encoding: "utf8", timeout: 600_000 });
   const parsed = JSON.parse(line) as { n: number; p50_ms: number; p99_ms: number; connections: number; bytes: number };
   return { n: parsed.n, p50: parsed.p50_ms, p99: parsed.p99_ms, connections: parsed.connections, bytes: parsed.bytes };
 }

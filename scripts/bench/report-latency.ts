@@ -19,7 +19,7 @@
  * what that costs for one answer's bytes (each side receives or copies them into fresh memory).
  * Goals: p99 < 20 ms at 10k, < 200 ms at 100k.
  *
- *   node --expose-gc --import tsx scripts/bench/report-latency.ts [--sizes 1000,10000,100000] [--samples 200,100,30] [--trace-gc]
+ *   node --expose-gc --import tsx scripts/bench/report-latency.ts [--sizes 1000,10000,100000] [--samples 300,300,30] [--trace-gc]
  *
  * The connections are real: established loopback connections held by conn-holder (scripts/bench/
  * conn-holder.c, grown by holders.ts), both ends in the holder, so N tracked = N/2 held. The plugin
@@ -46,7 +46,7 @@ const execFileAsync = promisify(execFile);
 const { values } = parseArgs({
   options: {
     sizes: { type: "string", default: "1000,10000,100000" },
-    samples: { type: "string", default: "200,100,30" },
+    samples: { type: "string", default: "300,300,30" },
     "trace-gc": { type: "boolean", default: false },
   },
 });

@@ -1,4 +1,7 @@
-/** Latency distributions for the benchmarks: sequential calls after one warm-up, p50 and p99 by nearest rank. */
+/**
+ * Latency distributions for the benchmarks: sequential calls after a warm-up, p50 and p99 by
+ * nearest rank.
+ */
 
 export interface Dist {
   p50: number;
@@ -18,8 +21,17 @@ function settle(): void {
   (globalThis as { gc?: () => void }).gc?.();
 }
 
+/**
+ * Untimed calls first, for this long and at least WARMUP_MIN_CALLS: a probe asks every second for
+ * as long as it runs, so its steady state is what counts, and the first hundred or so calls of a
+ * fresh client (code not yet optimized on either side) took 2-5x as long as the ones after.
+ */
+export const WARMUP_MS = 1_000;
+const WARMUP_MIN_CALLS = 3;
+
 export async function measure(n: number, once: () => Promise<unknown>): Promise<Dist> {
-  await once();
+  const warmStart = performance.now();
+  for (let calls = 0; calls < WARMUP_MIN_CALLS || performance.now() - warmStart < WARMUP_MS; calls++) await once();
   settle();
   const ms: number[] = [];
   for (let i = 0; i < n; i++) {

@@ -30,7 +30,7 @@ type result struct {
 func main() {
 	socket := flag.String("socket", "/var/run/scope/endpoint-reporter.sock", "the plugin's gRPC Unix socket")
 	n := flag.Int("n", 100, "timed Report calls")
-	warm := flag.Int("warm", 1, "untimed calls first")
+	warm := flag.Duration("warm", time.Second, "untimed calls first, for this long (and at least 3), as report-latency.ts warms its clients")
 	clientID := flag.String("client-id", "bench-go", "ReportRequest.client_id")
 	flag.Parse()
 	if *n < 1 {
@@ -61,7 +61,7 @@ func main() {
 		}
 		return elapsed
 	}
-	for i := 0; i < *warm; i++ {
+	for calls, start := 0, time.Now(); calls < 3 || time.Since(start) < *warm; calls++ {
 		call()
 	}
 	times := make([]time.Duration, *n)
