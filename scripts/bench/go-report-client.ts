@@ -1,8 +1,8 @@
 /** Builds and runs go-report-client (scripts/bench/go-report-client/main.go): Report as a Go probe times it. */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { isStale } from "./holders.ts";
 import { WARMUP_MS } from "./timing.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -20,8 +20,7 @@ export interface GoReportTimes {
 export function ensureGoReportClient(): string | Error {
   const binary = join(root, "build", "bench", "go-report-client");
   const sources = [join(here, "go-report-client", "main.go"), join(root, "proto", "endpoint_reporter.proto"), join(here, "build-go-client.sh")];
-  const fresh = existsSync(binary) && sources.every((s) => statSync(s).mtimeMs <= statSync(binary).mtimeMs);
-  if (fresh) return binary;
+  if (!isStale(binary, sources)) return binary;
   const built = spawnSync("bash", [join(here, "build-go-client.sh"), dirname(binary)], { stdio: ["ignore", "inherit", "pipe"], encoding: "utf8" });
   if (built.status !== 0) return new Error(`build-go-client.sh failed: ${built.stderr.trim().split("\n").at(-1) ?? built.status}`);
   return binary;

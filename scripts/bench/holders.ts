@@ -13,15 +13,17 @@ const here = dirname(fileURLToPath(import.meta.url));
  */
 export function ensureBenchHelpers(): string {
   const outDir = join(here, "..", "..", "build", "bench");
-  const stale = ["conn-holder", "procfs-floor", "page-touch"].some((name) => {
-    const binary = join(outDir, name);
-    return !existsSync(binary) || statSync(binary).mtimeMs < statSync(join(here, `${name}.c`)).mtimeMs;
-  });
+  const stale = ["conn-holder", "procfs-floor", "page-touch"].some((name) => isStale(join(outDir, name), [join(here, `${name}.c`)]));
   if (stale) {
     const built = spawnSync("bash", [join(here, "build-helpers.sh"), outDir], { stdio: "inherit" });
     if (built.status !== 0) throw new Error("building the benchmark helpers failed");
   }
   return outDir;
+}
+
+/** True when `binary` is missing or older than any of `sources`. */
+export function isStale(binary: string, sources: string[]): boolean {
+  return !existsSync(binary) || sources.some((source) => statSync(binary).mtimeMs < statSync(source).mtimeMs);
 }
 
 interface Holder {

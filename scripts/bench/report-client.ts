@@ -13,10 +13,10 @@
 import http2 from "node:http2";
 import { connect as netConnect } from "node:net";
 import { parseArgs } from "node:util";
-import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { credentials, Metadata } from "@grpc/grpc-js";
 import { EndpointReporterClient as GeneratedClient, ReportRequest } from "../../plugin/generated/endpoint_reporter.ts";
 import { EndpointReporterClient as PluginClient } from "../../plugin/client/endpoint-reporter-client.ts";
-import { httpGet, httpGetBytes } from "../../test/helpers/server-harness.ts";
+import { httpGet, httpGetBytes, unary } from "../../test/helpers/server-harness.ts";
 import { type Dist, measure } from "./timing.ts";
 
 export const CLIENT_KINDS = ["generated", "wide", "plugin", "raw", "status", "scope", "scope-text"] as const;
@@ -25,13 +25,9 @@ export type ClientKind = (typeof CLIENT_KINDS)[number];
 const LARGE = { "grpc.max_receive_message_length": 256 * 1024 * 1024 };
 const WIDE_WINDOW = { ...LARGE, "grpc-node.flow_control_window": 16 * 1024 * 1024 };
 
-function unaryCall<T>(start: (cb: (error: ServiceError | null, value: T) => void) => unknown): Promise<T> {
-  return new Promise((resolve, reject) => start((error, value) => (error ? reject(error) : resolve(value))));
-}
-
 /** Report calls on one client (a deadline well past any size measured). */
 function reportTimes(client: GeneratedClient, clientId: string, samples: number): Promise<Dist> {
-  return measure(samples, () => unaryCall((cb) => client.report({ clientId }, new Metadata(), { deadline: Date.now() + 60_000 }, cb)));
+  return measure(samples, () => unary((cb) => client.report({ clientId }, new Metadata(), { deadline: Date.now() + 60_000 }, cb)));
 }
 
 /** The Report on a raw HTTP/2 stream of one kept session: bytes in, nothing decoded. */
@@ -75,7 +71,7 @@ async function clientTimes(kind: ClientKind, grpcSocket: string, scopeSocket: st
     case "generated": return withClient(new GeneratedClient(target, credentials.createInsecure(), LARGE), (c) => reportTimes(c, "bench", samples));
     case "wide": return withClient(new GeneratedClient(target, credentials.createInsecure(), WIDE_WINDOW), (c) => reportTimes(c, "bench-wide", samples));
     case "plugin": return withClient(new PluginClient(target, credentials.createInsecure(), WIDE_WINDOW), (c) => reportTimes(c, "bench-ours", samples));
-    case "status": return withClient(new GeneratedClient(target, credentials.createInsecure()), (c) => measure(samples, () => unaryCall((cb) => c.getStatus({}, cb))));
+    case "status": return withClient(new GeneratedClient(target, credentials.createInsecure()), (c) => measure(samples, () => unary((cb) => c.getStatus({}, cb))));
     case "raw": return rawTimes(grpcSocket, samples);
     case "scope": return scopeTimes(scopeSocket, samples, false);
     case "scope-text": return scopeTimes(scopeSocket, samples, true);

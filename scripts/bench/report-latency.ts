@@ -35,7 +35,7 @@ import type { ServiceError } from "@grpc/grpc-js";
 import { EndpointReport, type EndpointReporterClient, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
 import { ReportDecoder } from "../../plugin/client/report-decoder.ts";
 import { startPlugin, type PluginProcess } from "../../test/helpers/plugin-child.ts";
-import { httpGetBytes } from "../../test/helpers/server-harness.ts";
+import { httpGetBytes, unary } from "../../test/helpers/server-harness.ts";
 import { ConnectionHolders, ensureBenchHelpers } from "./holders.ts";
 import { ensureGoReportClient, goReportTimes, type GoReportTimes } from "./go-report-client.ts";
 import type { ClientKind } from "./report-client.ts";
@@ -75,10 +75,6 @@ async function clientTimes(kind: ClientKind, p: PluginProcess, samples: number):
   return JSON.parse(stdout) as Dist;
 }
 
-function unaryCall<T>(start: (cb: (error: ServiceError | null, value: T) => void) => unknown): Promise<T> {
-  return new Promise((resolve, reject) => start((error, value) => (error ? reject(error) : resolve(value))));
-}
-
 const fmt = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2));
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(bytes >= 1e6 ? 1 : 3)} MB`;
 
@@ -101,10 +97,10 @@ interface Row {
 async function benchSize(p: PluginProcess, samples: number, goClient: string | Error): Promise<Row> {
   const client: EndpointReporterClient = p.client({ "grpc.max_receive_message_length": 256 * 1024 * 1024 });
   try {
-    const status = await unaryCall<TrackerStatus>((cb) => client.getStatus({}, cb));
+    const status = await unary<TrackerStatus>((cb) => client.getStatus({}, cb));
     const tracked = Number(status.counters?.connectionsTracked ?? 0);
     // One report, untimed, for its size and for the in-process references below.
-    const last = await unaryCall<EndpointReport>((cb) => client.report({ clientId: "bench-reference" }, cb));
+    const last = await unary<EndpointReport>((cb) => client.report({ clientId: "bench-reference" }, cb));
     const reportBytes = EndpointReport.encode(last).finish().length;
     if (last.connections.length !== tracked) throw new Error(`a Report held ${last.connections.length} connections, the table ${tracked}`);
     const gcBefore = { ...gc };
@@ -128,7 +124,7 @@ async function benchSize(p: PluginProcess, samples: number, goClient: string | E
     const stringify = measureSync(Math.min(samples, 50), () => JSON.stringify(parsed));
     // A client with grpc-js defaults (4 MiB receive limit), as the CLI builds it.
     const plain = p.client();
-    const defaultClient = await unaryCall<EndpointReport>((cb) => plain.report({ clientId: "" }, cb)).then(
+    const defaultClient = await unary<EndpointReport>((cb) => plain.report({ clientId: "" }, cb)).then(
       () => "ok",
       (e: ServiceError) => `fails: ${e.code} ${e.details.slice(0, 70)}`,
     );

@@ -13,6 +13,11 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
 }
 
+function distribution(ms: number[]): Dist {
+  ms.sort((a, b) => a - b);
+  return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n: ms.length };
+}
+
 /**
  * Each measurement starts with this process's garbage collected (run with --expose-gc): otherwise
  * what an earlier phase left is collected in the middle of this one, and its tail is that pause.
@@ -39,8 +44,7 @@ export async function measure(n: number, once: () => Promise<unknown>): Promise<
     await once();
     ms.push(performance.now() - t0);
   }
-  ms.sort((a, b) => a - b);
-  return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n };
+  return distribution(ms);
 }
 
 export function measureSync(n: number, once: () => unknown): Dist {
@@ -52,6 +56,5 @@ export function measureSync(n: number, once: () => unknown): Dist {
     once();
     ms.push(performance.now() - t0);
   }
-  ms.sort((a, b) => a - b);
-  return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n };
+  return distribution(ms);
 }
