@@ -73,7 +73,6 @@ export class ReportDecoder {
 
   /** One Connection entry; undefined when it holds something only the generated decoder should judge. */
   #connection(start: number, end: number): Connection | undefined {
-    const bytes = this.#bytes;
     let localAddress = "", localPort = 0, remoteAddress = "", remotePort = 0, networkNamespace = 0, pid = 0;
     let comm = "", direction = 0, closed = false, source = 0;
     this.#pos = start;

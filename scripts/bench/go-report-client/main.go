@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"flag"
 	"log"
+	"math"
 	"os"
 	"sort"
 	"time"
@@ -30,7 +31,7 @@ type result struct {
 func main() {
 	socket := flag.String("socket", "/var/run/scope/endpoint-reporter.sock", "the plugin's gRPC Unix socket")
 	n := flag.Int("n", 100, "timed Report calls")
-	warm := flag.Duration("warm", time.Second, "untimed calls first, for this long (and at least 3), as report-latency.ts warms its clients")
+	warm := flag.Duration("warm", time.Second, "untimed calls first, for this long (and at least 3), as scripts/bench/timing.ts warms the other clients")
 	clientID := flag.String("client-id", "bench-go", "ReportRequest.client_id")
 	flag.Parse()
 	if *n < 1 {
@@ -69,12 +70,9 @@ func main() {
 		times[i] = call()
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	// Nearest rank, as report-latency.ts computes its own quantiles.
+	// Nearest rank, as scripts/bench/timing.ts computes the other clients' quantiles.
 	quantile := func(q float64) float64 {
-		i := int(q*float64(len(times))+0.999999) - 1
-		if i < 0 {
-			i = 0
-		}
+		i := int(math.Ceil(q*float64(len(times)))) - 1
 		return float64(times[i]) / float64(time.Millisecond)
 	}
 	out := result{N: *n, P50Ms: quantile(0.5), P99Ms: quantile(0.99), Connections: len(report.GetConnections()), Bytes: proto.Size(report)}
