@@ -2,6 +2,7 @@
  * The plugin process: the tracker stack, then its servers. SIGTERM/SIGINT stop accepting, finish
  * what is in flight, detach BPF, remove the sockets and exit 0 within 2 s.
  */
+import { allocatorPolicy } from "./allocator-policy.ts";
 import { parseConfig, usage } from "./config.ts";
 import { describeError, errorCode } from "./errors.ts";
 import { createLogger } from "./log.ts";
@@ -26,6 +27,10 @@ async function main(): Promise<void> {
     process.exit(64);
   }
   const log = createLogger(config.logLevel, { service: "endpoint-reporter" });
+  const allocator = allocatorPolicy();
+  if (!allocator.keepsFreedMemory) {
+    log.warn("glibc hands freed memory back at once: every Report faults its buffers in afresh; start the plugin with scripts/start.sh, or set GLIBC_TUNABLES as it does (plugin/glibc-tunables)", { glibcTunables: allocator.glibcTunables });
+  }
   const listens = grpcListens(config);
   const stack = await startTrackerStack(config, log);
   const closers: Array<() => Promise<void>> = [];
@@ -54,7 +59,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const status = stack.supervisor.status();
-  log.info("ready", { source: status.source, reason: status.reason, hostId: config.hostId });
+  log.info("ready", { source: status.source, reason: status.reason, hostId: config.hostId, glibcTunables: allocator.glibcTunables });
 
   let stopping = false;
   const shutdown = async (signal: string) => {

@@ -4,4 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 (cd "$root" && bash scripts/setup.sh)
+# glibc keeps freed memory for reuse (why: plugin/allocator-policy.ts); the caller's tunables, after ours, win.
+tunables="$(cat "$root/plugin/glibc-tunables")"
+export GLIBC_TUNABLES="${tunables}${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}"
 exec node --import "$root/node_modules/tsx/dist/loader.mjs" "$root/plugin/main.ts" "$@"

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { credentials, type ChannelOptions } from "@grpc/grpc-js";
+import { withPluginTunables } from "../../plugin/allocator-policy.ts";
 import { EndpointReporterClient } from "../../plugin/generated/endpoint_reporter.ts";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -22,12 +23,15 @@ export const DENO_BIN = join(ROOT, "node_modules/deno/deno");
  */
 export const DENO_PERMISSIONS: readonly string[] = ["--allow-all"];
 
-export type Runtime = "node" | "deno";
+/** "start-script": the README's start command, scripts/start.sh (setup, then the plugin under Node). */
+export type Runtime = "node" | "deno" | "start-script";
 
 export function pluginCommand(runtime: Runtime, denoArgs: readonly string[] = DENO_PERMISSIONS, nodeArgs: readonly string[] = []): { command: string; args: string[] } {
-  return runtime === "node"
-    ? { command: process.execPath, args: [...nodeArgs, "--import", "tsx", "plugin/main.ts"] }
-    : { command: DENO_BIN, args: ["run", ...denoArgs, "plugin/main.ts"] };
+  switch (runtime) {
+    case "node": return { command: process.execPath, args: [...nodeArgs, "--import", "tsx", "plugin/main.ts"] };
+    case "deno": return { command: DENO_BIN, args: ["run", ...denoArgs, "plugin/main.ts"] };
+    case "start-script": return { command: "bash", args: ["scripts/start.sh"] };
+  }
 }
 
 export interface StartOptions {
@@ -94,7 +98,14 @@ export async function startPlugin(options: StartOptions): Promise<PluginProcess>
     ...(options.args ?? []),
   ], {
     cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1", ...options.env },
+    // The allocator policy as scripts/start.sh sets it (which sets it itself): what the tests and
+    // benchmarks measure is what users run.
+    env: {
+      ...process.env,
+      NO_COLOR: "1",
+      ...(options.runtime === "start-script" ? {} : { GLIBC_TUNABLES: withPluginTunables(process.env.GLIBC_TUNABLES) }),
+      ...options.env,
+    },
     stdio: ["ignore", options.onStdout === undefined ? "ignore" : "pipe", "pipe"],
   });
   if (options.onStdout !== undefined) createInterface({ input: child.stdout! }).on("line", options.onStdout);

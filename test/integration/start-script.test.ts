@@ -1,0 +1,41 @@
+/**
+ * The README's start command, scripts/start.sh: it brings the plugin up (setup first, nothing left
+ * to install here), with the allocator policy in the process's environment ahead of the caller's
+ * tunables; a plugin started without it says so in a warning and serves all the same.
+ */
+import t from "tap";
+import { type EndpointReport, Source } from "../../plugin/generated/endpoint_reporter.ts";
+import { PLUGIN_GLIBC_TUNABLES } from "../../plugin/allocator-policy.ts";
+import { startPlugin } from "../helpers/plugin-child.ts";
+import { unary } from "../helpers/server-harness.ts";
+
+const WARNING = /"level":"warn","msg":"glibc hands freed memory back at once/;
+
+t.test("scripts/start.sh: the plugin serves, with the plugin's tunables first and the caller's after", async (t) => {
+  const callers = "glibc.malloc.arena_max=4";
+  const plugin = await startPlugin({ runtime: "start-script", env: { GLIBC_TUNABLES: callers }, readyTimeoutMs: 120_000 });
+  t.teardown(() => plugin.cleanup());
+  const expected = `${PLUGIN_GLIBC_TUNABLES}:${callers}`;
+  // As the serving process sees its environment (/proc/PID/environ will not do: glibc cuts the
+  // original string up while it parses it).
+  t.equal(plugin.ready.glibcTunables, expected, "in the ready record");
+  t.notOk(plugin.logs.some((l) => WARNING.test(l)), "no allocator warning");
+  const client = plugin.client();
+  t.teardown(() => client.close());
+  const report = await unary<EndpointReport>((cb) => client.report({ clientId: "start-script" }, cb));
+  t.equal(report.status?.source, Source.SOURCE_EBPF);
+  const stopped = await plugin.stop("SIGTERM");
+  t.equal(stopped.code, 0);
+});
+
+t.test("started without the tunables: a warning that names the fix, and it serves all the same", async (t) => {
+  const plugin = await startPlugin({ runtime: "node", env: { GLIBC_TUNABLES: "" } });
+  t.teardown(() => plugin.cleanup());
+  const warning = plugin.logs.find((l) => WARNING.test(l));
+  t.ok(warning, "warned");
+  t.match(warning, /scripts\/start\.sh/);
+  const client = plugin.client();
+  t.teardown(() => client.close());
+  const report = await unary<EndpointReport>((cb) => client.report({ clientId: "no-tunables" }, cb));
+  t.equal(report.status?.source, Source.SOURCE_EBPF);
+});
