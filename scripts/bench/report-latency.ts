@@ -48,6 +48,8 @@ const { values } = parseArgs({
     sizes: { type: "string", default: "1000,10000,100000" },
     samples: { type: "string", default: "300,300,30" },
     "trace-gc": { type: "boolean", default: false },
+    /** The plugin's GLIBC_TUNABLES instead of scripts/start.sh's ("" for glibc's defaults). */
+    "glibc-tunables": { type: "string" },
   },
 });
 const sizes = values.sizes.split(",").map(Number);
@@ -152,11 +154,13 @@ async function main(): Promise<void> {
         runtime: "node",
         args: ["--source", "procfs", "--proc-poll-interval-ms", "600000", "--reconcile-interval-ms", "600000", "--max-connections", String(Math.max(65_536, size * 3))],
         readyTimeoutMs: 180_000,
+        ...(values["glibc-tunables"] !== undefined ? { env: { GLIBC_TUNABLES: values["glibc-tunables"] } } : {}),
         ...(values["trace-gc"] ? { nodeArgs: ["--trace-gc"], onStdout: countGc } : {}),
       });
       try {
         process.stderr.write(`${size}: ${Math.ceil(size / 2)} held in ${(grownMs / 1000).toFixed(1)} s, plugin ready (pid ${plugin.pid}, rss ${Math.round(plugin.rssKiB() / 1024)} MiB)\n`);
         rows.push(await benchSize(plugin, sampleCounts[i] ?? sampleCounts.at(-1)!, goClient));
+        process.stderr.write(`${size}: plugin rss after the clients ${Math.round(plugin.rssKiB() / 1024)} MiB\n`);
       } finally {
         await plugin.stop("SIGTERM", 10_000);
         await plugin.cleanup();
