@@ -39,7 +39,6 @@ export interface EbpfTrackerHooks {
 }
 
 export class EbpfTracker {
-  readonly #table: ConnectionTable;
   readonly #hooks: EbpfTrackerHooks;
   readonly #options: Required<Omit<EbpfTrackerOptions, "debugKillFile" | "addonPath">> & Pick<EbpfTrackerOptions, "debugKillFile" | "addonPath">;
   readonly #reorder: ReorderBuffer;
@@ -52,7 +51,6 @@ export class EbpfTracker {
   eventsReceived = 0;
 
   constructor(table: ConnectionTable, hooks: EbpfTrackerHooks, options: EbpfTrackerOptions = {}) {
-    this.#table = table;
     this.#hooks = hooks;
     this.#options = {
       objectPath: options.objectPath ?? defaultObjectPath,
