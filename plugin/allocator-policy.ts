@@ -13,8 +13,13 @@
  */
 import { readFileSync } from "node:fs";
 
-/** What scripts/start.sh puts in GLIBC_TUNABLES: one `name=value:...` line. */
-export const PLUGIN_GLIBC_TUNABLES = readFileSync(new URL("./glibc-tunables", import.meta.url), "utf8").trim();
+/**
+ * What scripts/start.sh puts in GLIBC_TUNABLES: one `name=value:...` line. Read on call: the plugin
+ * itself only reports what it got, so its start-up neither reads nor depends on the file.
+ */
+export function pluginGlibcTunables(): string {
+  return readFileSync(new URL("./glibc-tunables", import.meta.url), "utf8").trim();
+}
 
 const KEEPS_FREED_MEMORY = ["glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold"];
 
@@ -33,5 +38,6 @@ export function allocatorPolicy(env: Record<string, string | undefined> = proces
 
 /** GLIBC_TUNABLES for a plugin process: ours first, so that the caller's own settings win. */
 export function withPluginTunables(callerTunables: string | undefined): string {
-  return callerTunables === undefined || callerTunables === "" ? PLUGIN_GLIBC_TUNABLES : `${PLUGIN_GLIBC_TUNABLES}:${callerTunables}`;
+  const ours = pluginGlibcTunables();
+  return callerTunables === undefined || callerTunables === "" ? ours : `${ours}:${callerTunables}`;
 }

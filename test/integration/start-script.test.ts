@@ -5,7 +5,7 @@
  */
 import t from "tap";
 import { type EndpointReport, Source } from "../../plugin/generated/endpoint_reporter.ts";
-import { PLUGIN_GLIBC_TUNABLES } from "../../plugin/allocator-policy.ts";
+import { pluginGlibcTunables } from "../../plugin/allocator-policy.ts";
 import { startPlugin } from "../helpers/plugin-child.ts";
 import { unary } from "../helpers/server-harness.ts";
 
@@ -15,7 +15,7 @@ t.test("scripts/start.sh: the plugin serves, with the plugin's tunables first an
   const callers = "glibc.malloc.arena_max=4";
   const plugin = await startPlugin({ runtime: "start-script", env: { GLIBC_TUNABLES: callers }, readyTimeoutMs: 120_000 });
   t.teardown(() => plugin.cleanup());
-  const expected = `${PLUGIN_GLIBC_TUNABLES}:${callers}`;
+  const expected = `${pluginGlibcTunables()}:${callers}`;
   // As the serving process sees its environment (/proc/PID/environ will not do: glibc cuts the
   // original string up while it parses it).
   t.equal(plugin.ready.glibcTunables, expected, "in the ready record");

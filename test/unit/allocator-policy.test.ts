@@ -1,10 +1,10 @@
 /** Reading the allocator policy from GLIBC_TUNABLES, and composing it for a plugin process. */
 import t from "tap";
-import { allocatorPolicy, PLUGIN_GLIBC_TUNABLES, withPluginTunables } from "../../plugin/allocator-policy.ts";
+import { allocatorPolicy, pluginGlibcTunables, withPluginTunables } from "../../plugin/allocator-policy.ts";
 
 t.test("the plugin's own tunables set both thresholds, as name=value pairs", async (t) => {
-  t.match(PLUGIN_GLIBC_TUNABLES, /^([a-z_.]+=\d+)(:[a-z_.]+=\d+)*$/);
-  t.ok(allocatorPolicy({ GLIBC_TUNABLES: PLUGIN_GLIBC_TUNABLES }).keepsFreedMemory);
+  t.match(pluginGlibcTunables(), /^([a-z_.]+=\d+)(:[a-z_.]+=\d+)*$/);
+  t.ok(allocatorPolicy({ GLIBC_TUNABLES: pluginGlibcTunables() }).keepsFreedMemory);
 });
 
 t.test("unset, empty or one threshold alone: glibc's defaults still return freed memory", async (t) => {
@@ -20,7 +20,7 @@ t.test("both thresholds set by someone else, with other tunables around them: in
 });
 
 t.test("a caller's tunables come after the plugin's, so that theirs win", async (t) => {
-  t.equal(withPluginTunables(undefined), PLUGIN_GLIBC_TUNABLES);
-  t.equal(withPluginTunables(""), PLUGIN_GLIBC_TUNABLES);
-  t.equal(withPluginTunables("glibc.malloc.trim_threshold=0"), `${PLUGIN_GLIBC_TUNABLES}:glibc.malloc.trim_threshold=0`);
+  t.equal(withPluginTunables(undefined), pluginGlibcTunables());
+  t.equal(withPluginTunables(""), pluginGlibcTunables());
+  t.equal(withPluginTunables("glibc.malloc.trim_threshold=0"), `${pluginGlibcTunables()}:glibc.malloc.trim_threshold=0`);
 });
