@@ -23,7 +23,9 @@ export function ensureBenchHelpers(): string {
 
 /** True when `binary` is missing or older than any of `sources`. */
 export function isStale(binary: string, sources: string[]): boolean {
-  return !existsSync(binary) || sources.some((source) => statSync(binary).mtimeMs < statSync(source).mtimeMs);
+  if (!existsSync(binary)) return true;
+  const built = statSync(binary).mtimeMs;
+  return sources.some((source) => built < statSync(source).mtimeMs);
 }
 
 interface Holder {

@@ -20,6 +20,7 @@
  * Goals: p99 < 20 ms at 10k, < 200 ms at 100k.
  *
  *   node --expose-gc --import tsx scripts/bench/report-latency.ts [--sizes 1000,10000,100000] [--samples 300,300,30] [--trace-gc]
+ *     [--glibc-tunables T]   (the plugin's GLIBC_TUNABLES instead of scripts/start.sh's; "" for glibc's defaults)
  *
  * The connections are real: established loopback connections held by conn-holder (scripts/bench/
  * conn-holder.c, grown by holders.ts), both ends in the holder, so N tracked = N/2 held. The plugin
