@@ -5,6 +5,7 @@
 import { allocatorPolicy } from "./allocator-policy.ts";
 import { parseConfig, usage } from "./config.ts";
 import { describeError, errorCode } from "./errors.ts";
+import { heapPolicy, processCommandLine } from "./heap-policy.ts";
 import { createLogger } from "./log.ts";
 import { startTrackerStack } from "./plugin.ts";
 import { grpcListens } from "./servers/grpc/listen-config.ts";
@@ -30,6 +31,10 @@ async function main(): Promise<void> {
   const allocator = allocatorPolicy();
   if (!allocator.keepsFreedMemory) {
     log.warn("glibc hands freed memory back at once: every Report faults its buffers in afresh; start the plugin with scripts/start.sh, or set GLIBC_TUNABLES as it does (plugin/glibc-tunables)", { glibcTunables: allocator.glibcTunables });
+  }
+  const heap = heapPolicy(processCommandLine());
+  if (heap.oldSpaceFloorMiB === undefined) {
+    log.warn("V8 collects a small heap in full every few Reports: start the plugin with scripts/start.sh, or give the runtime the V8 flags it does (plugin/v8-flags)");
   }
   const listens = grpcListens(config);
   const stack = await startTrackerStack(config, log);
@@ -59,7 +64,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const status = stack.supervisor.status();
-  log.info("ready", { source: status.source, reason: status.reason, hostId: config.hostId, glibcTunables: allocator.glibcTunables });
+  log.info("ready", { source: status.source, reason: status.reason, hostId: config.hostId, glibcTunables: allocator.glibcTunables, v8OldSpaceFloorMiB: heap.oldSpaceFloorMiB });
 
   let stopping = false;
   const shutdown = async (signal: string) => {

@@ -7,4 +7,6 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 # glibc keeps freed memory for reuse (why: plugin/allocator-policy.ts); the caller's tunables, after ours, win.
 tunables="$(cat "$root/plugin/glibc-tunables")"
 export GLIBC_TUNABLES="${tunables}${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}"
-exec node --import "$root/node_modules/tsx/dist/loader.mjs" "$root/plugin/main.ts" "$@"
+# V8 skips full collections of a small heap (why: plugin/heap-policy.ts).
+mapfile -t v8flags < "$root/plugin/v8-flags"
+exec node "${v8flags[@]}" --import "$root/node_modules/tsx/dist/loader.mjs" "$root/plugin/main.ts" "$@"

@@ -11,6 +11,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { credentials, type ChannelOptions } from "@grpc/grpc-js";
 import { withPluginTunables } from "../../plugin/allocator-policy.ts";
+import { pluginV8Flags } from "../../plugin/heap-policy.ts";
 import { EndpointReporterClient } from "../../plugin/generated/endpoint_reporter.ts";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -26,10 +27,19 @@ export const DENO_PERMISSIONS: readonly string[] = ["--allow-all"];
 /** "start-script": the README's start command, scripts/start.sh (setup, then the plugin under Node). */
 export type Runtime = "node" | "deno" | "start-script";
 
-export function pluginCommand(runtime: Runtime, denoArgs: readonly string[] = DENO_PERMISSIONS, nodeArgs: readonly string[] = []): { command: string; args: string[] } {
+/**
+ * The plugin's command line. `v8Flags` (the heap policy, as scripts/start.sh passes it by default)
+ * go to node itself, or to Deno's --v8-flags.
+ */
+export function pluginCommand(
+  runtime: Runtime,
+  denoArgs: readonly string[] = DENO_PERMISSIONS,
+  nodeArgs: readonly string[] = [],
+  v8Flags: readonly string[] = pluginV8Flags(),
+): { command: string; args: string[] } {
   switch (runtime) {
-    case "node": return { command: process.execPath, args: [...nodeArgs, "--import", "tsx", "plugin/main.ts"] };
-    case "deno": return { command: DENO_BIN, args: ["run", ...denoArgs, "plugin/main.ts"] };
+    case "node": return { command: process.execPath, args: [...v8Flags, ...nodeArgs, "--import", "tsx", "plugin/main.ts"] };
+    case "deno": return { command: DENO_BIN, args: ["run", ...(v8Flags.length > 0 ? [`--v8-flags=${v8Flags.join(",")}`] : []), ...denoArgs, "plugin/main.ts"] };
     case "start-script": return { command: "bash", args: ["scripts/start.sh"] };
   }
 }
@@ -44,6 +54,8 @@ export interface StartOptions {
   wrapper?: readonly string[];
   /** Node only: flags for node itself (e.g. --trace-gc). */
   nodeArgs?: readonly string[];
+  /** V8 flags for node or Deno; the plugin's own (plugin/v8-flags, as scripts/start.sh) by default. */
+  v8Flags?: readonly string[];
   /** Called with each stdout line (the plugin logs to stderr; V8 traces go to stdout). */
   onStdout?: (line: string) => void;
   env?: Record<string, string>;
@@ -87,7 +99,7 @@ export async function startPlugin(options: StartOptions): Promise<PluginProcess>
   const grpcSocket = join(dir, "g.sock");
   const pluginsRoot = join(dir, "plugins");
   const scopeSocket = join(pluginsRoot, "endpoint-reporter", "endpoint-reporter.sock");
-  const plugin = pluginCommand(options.runtime, options.denoArgs, options.nodeArgs);
+  const plugin = pluginCommand(options.runtime, options.denoArgs, options.nodeArgs, options.v8Flags);
   const [command, ...args] = [...(options.wrapper ?? []), plugin.command, ...plugin.args];
   const child = spawn(command, [
     ...args,
@@ -98,8 +110,8 @@ export async function startPlugin(options: StartOptions): Promise<PluginProcess>
     ...(options.args ?? []),
   ], {
     cwd: ROOT,
-    // The allocator policy as scripts/start.sh sets it (which sets it itself): what the tests and
-    // benchmarks measure is what users run.
+    // The allocator policy (and above, the heap policy) as scripts/start.sh sets it (which sets it
+    // itself): what the tests and benchmarks measure is what users run.
     env: {
       ...process.env,
       NO_COLOR: "1",

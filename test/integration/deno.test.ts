@@ -24,6 +24,7 @@ import { type ServiceError, status as GrpcStatus } from "@grpc/grpc-js";
 import { type ConnectionEvent, Direction, type EndpointReport, EventType, Source, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
 import { createTestNetwork } from "../helpers/netns.ts";
 import { startClient, startServer } from "../helpers/peers.ts";
+import { heapPolicy, pluginV8Flags } from "../../plugin/heap-policy.ts";
 import { DENO_BIN, DENO_PERMISSIONS, ROOT, socketsPresent, startPlugin } from "../helpers/plugin-child.ts";
 import { httpGet, unary } from "../helpers/server-harness.ts";
 
@@ -77,6 +78,7 @@ t.test("Under Deno: the plugin starts, a Node gRPC client gets a Report, and Sco
   const plugin = await startPlugin({ runtime: "deno", denoArgs: ["--cached-only", ...DENO_PERMISSIONS], env: { DENO_DIR: denoDir } });
   t.teardown(() => plugin.cleanup());
   t.equal(plugin.ready.source, "ebpf", `eBPF is live under Deno (${String(plugin.ready.reason)})`);
+  t.equal(plugin.ready.v8OldSpaceFloorMiB, heapPolicy(pluginV8Flags()).oldSpaceFloorMiB, "the heap floor reached V8 through --v8-flags");
 
   const client = plugin.client();
   t.teardown(() => client.close());
