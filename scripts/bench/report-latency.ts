@@ -15,6 +15,9 @@
  * same with a 16 MiB HTTP/2 window, and plugin/client (16 MiB window and ReportDecoder, as the CLI);
  * and as a Go probe sees it (grpc-go and protoc-gen-go, scripts/bench/go-report-client, built from
  * Debian's packages on first run; left out, with the reason, when it cannot be built).
+ * And both as nghttp2's h2load sees them (Debian's nghttp2-client, installed on first run): a client
+ * written in C that decodes nothing and collects no garbage, so its figures are the plugin and the
+ * transport alone, the floor under every other client's (scripts/bench/h2load.ts).
  * The machine itself is measured too: page-touch's cost of first touching a fresh 4 KiB page, with
  * what that costs for one answer's bytes (each side receives or copies them into fresh memory).
  * Goals: p99 < 20 ms at 10k, < 200 ms at 100k.
@@ -39,6 +42,7 @@ import { startPlugin, type PluginProcess } from "../../test/helpers/plugin-child
 import { httpGetBytes, unary } from "../../test/helpers/server-harness.ts";
 import { ConnectionHolders, ensureBenchHelpers } from "./holders.ts";
 import { ensureGoReportClient, goReportTimes, type GoReportTimes } from "./go-report-client.ts";
+import { ensureH2load, h2loadTimes, reportTarget } from "./h2load.ts";
 import type { ClientKind } from "./report-client.ts";
 import { type Dist, measureSync } from "./timing.ts";
 
@@ -87,6 +91,8 @@ interface Row {
   wideWindow: Dist;
   pluginClient: Dist;
   go: GoReportTimes | undefined;
+  h2load: Dist | undefined;
+  h2loadScope: Dist | undefined;
   raw: Dist;
   status: Dist;
   encode: Dist;
@@ -97,7 +103,7 @@ interface Row {
   defaultClient: string;
 }
 
-async function benchSize(p: PluginProcess, samples: number, goClient: string | Error): Promise<Row> {
+async function benchSize(p: PluginProcess, samples: number, goClient: string | Error, h2load: string | Error): Promise<Row> {
   const client: EndpointReporterClient = p.client({ "grpc.max_receive_message_length": 256 * 1024 * 1024 });
   try {
     const status = await unary<TrackerStatus>((cb) => client.getStatus({}, cb));
@@ -123,6 +129,10 @@ async function benchSize(p: PluginProcess, samples: number, goClient: string | E
     const scope = await clientTimes("scope", p, samples);
     const scopeText = await clientTimes("scope-text", p, samples);
     const scopeReply = await httpGetBytes(p.scopeSocket, "/report?api_version=1&probe_id=bench-reference");
+    const h2 = typeof h2load === "string" ? h2loadTimes(h2load, reportTarget(p.grpcSocket, "bench-h2load", reportBytes), samples) : undefined;
+    const h2Scope = typeof h2load === "string"
+      ? h2loadTimes(h2load, { socket: p.scopeSocket, url: "http://localhost/report?api_version=1&probe_id=bench-h2load", h1: true, expectBytes: scopeReply.body.length }, samples)
+      : undefined;
     const parsed = JSON.parse(scopeReply.body.toString("utf8"));
     const stringify = measureSync(Math.min(samples, 50), () => JSON.stringify(parsed));
     // A client with grpc-js defaults (4 MiB receive limit), as the CLI builds it.
@@ -132,7 +142,7 @@ async function benchSize(p: PluginProcess, samples: number, goClient: string | E
       (e: ServiceError) => `fails: ${e.code} ${e.details.slice(0, 70)}`,
     );
     plain.close();
-    return { tracked, report, reportBytes, wideWindow, pluginClient, go, raw, status: statusDist, encode, decode, fastDecode, scope, scopeText, scopeBytes: scopeReply.body.length, stringify, defaultClient };
+    return { tracked, report, reportBytes, wideWindow, pluginClient, go, h2load: h2, h2loadScope: h2Scope, raw, status: statusDist, encode, decode, fastDecode, scope, scopeText, scopeBytes: scopeReply.body.length, stringify, defaultClient };
   } finally {
     client.close();
   }
@@ -143,6 +153,8 @@ async function main(): Promise<void> {
   const holders = new ConnectionHolders(join(helpers, "conn-holder"));
   const goClient = ensureGoReportClient();
   if (goClient instanceof Error) process.stderr.write(`Go client left out: ${goClient.message}\n`);
+  const h2load = ensureH2load();
+  if (h2load instanceof Error) process.stderr.write(`h2load left out: ${h2load.message}\n`);
   const usPerPage = Number(/us_per_page ([\d.]+)/.exec(execFileSync(join(helpers, "page-touch"), { encoding: "utf8" }))?.[1]);
   process.on("SIGINT", () => void holders.stop().finally(() => process.exit(130)));
   const rows: Row[] = [];
@@ -160,7 +172,7 @@ async function main(): Promise<void> {
       });
       try {
         process.stderr.write(`${size}: ${Math.ceil(size / 2)} held in ${(grownMs / 1000).toFixed(1)} s, plugin ready (pid ${plugin.pid}, rss ${Math.round(plugin.rssKiB() / 1024)} MiB)\n`);
-        rows.push(await benchSize(plugin, sampleCounts[i] ?? sampleCounts.at(-1)!, goClient));
+        rows.push(await benchSize(plugin, sampleCounts[i] ?? sampleCounts.at(-1)!, goClient, h2load));
         process.stderr.write(`${size}: plugin rss after the clients ${Math.round(plugin.rssKiB() / 1024)} MiB\n`);
       } finally {
         await plugin.stop("SIGTERM", 10_000);
@@ -172,15 +184,16 @@ async function main(): Promise<void> {
   }
 
   console.log("\nReport latency (ms), plugin under Node, --source procfs; each client in its own process, sequential calls on one Unix-socket channel");
-  console.log("tracked   | gRPC Report p50 / p99 (size)      | 16 MiB window p50 / p99 | plugin/client p50 / p99 | Go client p50 / p99 | raw HTTP/2 p50 / p99 | GetStatus p50 / p99 | encode p50 | decode p50 generated / plugin | Scope /report p50 / p99 (size)   | as text p50 / p99 | JSON.stringify p50");
+  console.log("tracked   | gRPC Report p50 / p99 (size)      | 16 MiB window p50 / p99 | plugin/client p50 / p99 | Go client p50 / p99 | h2load p50 / p99 | raw HTTP/2 p50 / p99 | GetStatus p50 / p99 | encode p50 | decode p50 generated / plugin | Scope /report p50 / p99 (size)   | as text p50 / p99 | h2load p50 / p99 | JSON.stringify p50");
   for (const r of rows) {
     console.log(
       `${String(r.tracked).padEnd(9)} | ${fmt(r.report.p50).padStart(6)} / ${fmt(r.report.p99).padStart(6)} (${mb(r.reportBytes).padStart(8)}) n=${String(r.report.n).padEnd(3)} ` +
       `| ${fmt(r.wideWindow.p50).padStart(8)} / ${fmt(r.wideWindow.p99).padStart(6)}      ` +
       `| ${fmt(r.pluginClient.p50).padStart(8)} / ${fmt(r.pluginClient.p99).padStart(6)}      ` +
       `| ${r.go ? `${fmt(r.go.p50).padStart(8)} / ${fmt(r.go.p99).padStart(6)}  ` : "   (not built)      "}` +
+      `| ${r.h2load ? `${fmt(r.h2load.p50).padStart(6)} / ${fmt(r.h2load.p99).padStart(6)}  ` : "  (not installed)  "}` +
       `| ${fmt(r.raw.p50).padStart(6)} / ${fmt(r.raw.p99).padStart(6)}      | ${fmt(r.status.p50).padStart(8)} / ${fmt(r.status.p99).padStart(6)}  | ${fmt(r.encode.p50).padStart(7)}    | ${fmt(r.decode.p50).padStart(9)} / ${fmt(r.fastDecode.p50).padStart(6)}        ` +
-      `| ${fmt(r.scope.p50).padStart(6)} / ${fmt(r.scope.p99).padStart(6)} (${mb(r.scopeBytes).padStart(8)}) n=${String(r.scope.n).padEnd(3)} | ${fmt(r.scopeText.p50).padStart(6)} / ${fmt(r.scopeText.p99).padStart(6)} | ${fmt(r.stringify.p50).padStart(7)}`,
+      `| ${fmt(r.scope.p50).padStart(6)} / ${fmt(r.scope.p99).padStart(6)} (${mb(r.scopeBytes).padStart(8)}) n=${String(r.scope.n).padEnd(3)} | ${fmt(r.scopeText.p50).padStart(6)} / ${fmt(r.scopeText.p99).padStart(6)} | ${r.h2loadScope ? `${fmt(r.h2loadScope.p50).padStart(6)} / ${fmt(r.h2loadScope.p99).padStart(6)}  ` : "  (not installed)  "}| ${fmt(r.stringify.p50).padStart(7)}`,
     );
   }
   console.log("\nratios (same run): Report p50 / GetStatus p50 (transport floor), Report p50 / encode and / decode p50 (protobuf work alone), raw p50 / Report p50 (share without client decoding), Scope p50 / JSON.stringify p50");
@@ -193,12 +206,10 @@ async function main(): Promise<void> {
   for (const [i, r] of rows.entries()) {
     const goal = GOALS_P99_MS[sizes[i]];
     if (goal !== undefined) {
-      console.log(`  ${sizes[i]}: p99 ${fmt(r.report.p99)} ms, goal < ${goal} ms: ${r.report.p99 < goal ? "met" : "MISSED"} (tracked ${r.tracked}); ` +
-        `16 MiB window p99 ${fmt(r.wideWindow.p99)} ms: ${r.wideWindow.p99 < goal ? "met" : "MISSED"}; ` +
-        `plugin/client p99 ${fmt(r.pluginClient.p99)} ms: ${r.pluginClient.p99 < goal ? "met" : "MISSED"}; ` +
-        (r.go ? `Go client p99 ${fmt(r.go.p99)} ms: ${r.go.p99 < goal ? "met" : "MISSED"}; ` : "") +
-        `without client decoding (raw HTTP/2) p99 ${fmt(r.raw.p99)} ms: ${r.raw.p99 < goal ? "met" : "MISSED"}; ` +
-        `Scope /report p99 ${fmt(r.scope.p99)} ms: ${r.scope.p99 < goal ? "met" : "MISSED"}`);
+      const verdict = (d: Dist | undefined, what: string) => (d === undefined ? "" : `${what} p99 ${fmt(d.p99)} ms: ${d.p99 < goal ? "met" : "MISSED"}; `);
+      console.log(`  ${sizes[i]} (tracked ${r.tracked}), goal p99 < ${goal} ms. The plugin (h2load): ${verdict(r.h2load, "Report")}${verdict(r.h2loadScope, "Scope /report")}`);
+      console.log(`    as clients see it: ${verdict(r.report, "generated grpc-js")}${verdict(r.wideWindow, "16 MiB window")}${verdict(r.pluginClient, "plugin/client")}` +
+        `${verdict(r.go, "Go client")}${verdict(r.raw, "Node raw HTTP/2 (no decoding)")}${verdict(r.scope, "Node HTTP Scope /report")}`);
     }
   }
 }

@@ -13,7 +13,7 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
 }
 
-function distribution(ms: number[]): Dist {
+export function distribution(ms: number[]): Dist {
   ms.sort((a, b) => a - b);
   return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), n: ms.length };
 }
