@@ -41,6 +41,7 @@ import { parseArgs } from "node:util";
 import { Metadata, status as GrpcStatus, type ServiceError } from "@grpc/grpc-js";
 import { type ConnectionEvent, type EndpointReport, EndpointReport as EndpointReportCodec, type EndpointReporterClient, EventType, ReportRequest } from "../plugin/generated/endpoint_reporter.ts";
 import { type PluginProcess, type Runtime, startPlugin } from "../test/helpers/plugin-child.ts";
+import { grpcFrame } from "../test/helpers/server-harness.ts";
 
 const { values } = parseArgs({
   options: {
@@ -106,13 +107,6 @@ function report(client: EndpointReporterClient, clientId: string): Promise<Endpo
   return withTimeout("Report", new Promise((resolve, reject) => {
     client.report({ clientId }, new Metadata(), { deadline: Date.now() + callTimeoutMs }, (error, value) => (error ? reject(error) : resolve(value)));
   }));
-}
-
-function grpcFrame(payload: Uint8Array): Buffer {
-  const frame = Buffer.alloc(5 + payload.length);
-  frame.writeUInt32BE(payload.length, 1);
-  frame.set(payload, 5);
-  return frame;
 }
 
 /** A Report over a raw HTTP/2 session; `abortEarly` destroys the socket right after the request is written. */

@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ReportRequest } from "../../plugin/generated/endpoint_reporter.ts";
+import { grpcFrame } from "../../test/helpers/server-harness.ts";
 import { type Dist, distribution, WARMUP_MS } from "./timing.ts";
 
 const H2LOAD = "/usr/bin/h2load";
@@ -41,14 +42,10 @@ export interface H2loadTarget {
 
 /** The gRPC Report as h2load sends it: POST of one length-prefixed ReportRequest (answers of reportBytes, when given). */
 export function reportTarget(socket: string, clientId: string, reportBytes?: number): H2loadTarget {
-  const message = ReportRequest.encode({ clientId }).finish();
-  const body = Buffer.alloc(5 + message.length);
-  body.writeUInt32BE(message.length, 1);
-  body.set(message, 5);
   return {
     socket,
     url: "http://localhost/scope.endpoint.v1.EndpointReporter/Report",
-    body,
+    body: grpcFrame(ReportRequest.encode({ clientId }).finish()),
     headers: ["content-type: application/grpc", "te: trailers"],
     ...(reportBytes === undefined ? {} : { expectBytes: 5 + reportBytes }),
   };

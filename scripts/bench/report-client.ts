@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { EndpointReporterClient as GeneratedClient, ReportRequest } from "../../plugin/generated/endpoint_reporter.ts";
 import { EndpointReporterClient as PluginClient } from "../../plugin/client/endpoint-reporter-client.ts";
-import { httpGet, httpGetBytes, unary } from "../../test/helpers/server-harness.ts";
+import { grpcFrame, httpGet, httpGetBytes, unary } from "../../test/helpers/server-harness.ts";
 import { type Dist, measure } from "./timing.ts";
 
 export const CLIENT_KINDS = ["generated", "wide", "plugin", "raw", "status", "scope", "scope-text"] as const;
@@ -34,9 +34,7 @@ function reportTimes(client: GeneratedClient, clientId: string, samples: number)
 async function rawTimes(socketPath: string, samples: number): Promise<Dist> {
   const session = http2.connect("http://localhost", { createConnection: () => netConnect(socketPath) });
   session.on("error", () => {});
-  const payload = ReportRequest.encode({ clientId: "bench-raw" }).finish();
-  const frame = Buffer.concat([Buffer.alloc(5), payload]);
-  frame.writeUInt32BE(payload.length, 1);
+  const frame = grpcFrame(ReportRequest.encode({ clientId: "bench-raw" }).finish());
   try {
     return await measure(samples, () => new Promise<void>((resolve, reject) => {
       const req = session.request({ ":method": "POST", ":path": "/scope.endpoint.v1.EndpointReporter/Report", "content-type": "application/grpc", te: "trailers" });

@@ -61,6 +61,14 @@ export function grpcClient(t: Teardown, address: string): EndpointReporterClient
   return client;
 }
 
+/** A gRPC message as it goes on the wire: uncompressed flag, big-endian length, the message. */
+export function grpcFrame(message: Uint8Array): Buffer {
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  frame.set(message, 5);
+  return frame;
+}
+
 export function unary<T>(start: (callback: (error: ServiceError | null, value: T) => void) => unknown): Promise<T> {
   return new Promise((resolve, reject) => {
     start((error, value) => (error ? reject(error) : resolve(value)));

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { type ServiceError, status as GrpcStatus } from "@grpc/grpc-js";
 import { startGrpcServer } from "../../plugin/servers/grpc/server.ts";
 import * as pb from "../../plugin/generated/endpoint_reporter.ts";
-import { closeConn, conn, eventually, grpcClient, makeBackend, tempDir, unary } from "../helpers/server-harness.ts";
+import { closeConn, conn, eventually, grpcClient, grpcFrame, makeBackend, tempDir, unary } from "../helpers/server-harness.ts";
 
 t.test("Watch: snapshot, completion marker, then live opens and closes in order", async (t) => {
   const { table, backend } = makeBackend();
@@ -72,10 +72,7 @@ t.test("Watch: a client vanishing mid-stream leaves no stream or subscription be
   const socket = netConnect({ path });
   const session = http2Connect("http://localhost", { createConnection: () => socket });
   session.on("error", () => {});
-  const request = pb.WatchRequest.encode({ clientId: "vanishing" }).finish();
-  const frame = Buffer.alloc(5 + request.length);
-  frame.writeUInt32BE(request.length, 1);
-  frame.set(request, 5);
+  const frame = grpcFrame(pb.WatchRequest.encode({ clientId: "vanishing" }).finish());
   const stream = session.request({
     [h2.HTTP2_HEADER_METHOD]: "POST",
     [h2.HTTP2_HEADER_PATH]: "/scope.endpoint.v1.EndpointReporter/Watch",
