@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Runtime, startPlugin } from "../test/helpers/plugin-child.ts";
 import { ensureH2load, h2loadTimes, reportTarget } from "./bench/h2load.ts";
-import { ConnectionHolders, ensureBenchHelpers } from "./bench/holders.ts";
+import { ConnectionHolders, ensureBenchHelpers, heldTablePluginArgs } from "./bench/holders.ts";
 
 const { values } = parseArgs({
   options: {
@@ -38,7 +38,7 @@ try {
   for (let run = 1; run <= runs; run++) {
     const plugin = await startPlugin({
       runtime: values.runtime as Runtime,
-      args: ["--source", "procfs", "--proc-poll-interval-ms", "600000", "--reconcile-interval-ms", "600000", "--max-connections", String(Math.max(65_536, connections * 3))],
+      args: heldTablePluginArgs(connections),
       readyTimeoutMs: 180_000,
     });
     try {

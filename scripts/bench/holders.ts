@@ -21,6 +21,14 @@ export function ensureBenchHelpers(): string {
   return outDir;
 }
 
+/**
+ * The plugin's flags for a table of `connections` held here: /proc as the source, so one scan at
+ * start fills the table, and the periodic scans pushed past any measurement.
+ */
+export function heldTablePluginArgs(connections: number): string[] {
+  return ["--source", "procfs", "--proc-poll-interval-ms", "600000", "--reconcile-interval-ms", "600000", "--max-connections", String(Math.max(65_536, connections * 3))];
+}
+
 /** True when `binary` is missing or older than any of `sources`. */
 export function isStale(binary: string, sources: string[]): boolean {
   if (!existsSync(binary)) return true;

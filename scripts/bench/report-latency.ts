@@ -40,7 +40,7 @@ import { EndpointReport, type EndpointReporterClient, type TrackerStatus } from 
 import { ReportDecoder } from "../../plugin/client/report-decoder.ts";
 import { startPlugin, type PluginProcess } from "../../test/helpers/plugin-child.ts";
 import { httpGetBytes, unary } from "../../test/helpers/server-harness.ts";
-import { ConnectionHolders, ensureBenchHelpers } from "./holders.ts";
+import { ConnectionHolders, ensureBenchHelpers, heldTablePluginArgs } from "./holders.ts";
 import { ensureGoReportClient, goReportTimes, type GoReportTimes } from "./go-report-client.ts";
 import { ensureH2load, h2loadTimes, reportTarget } from "./h2load.ts";
 import type { ClientKind } from "./report-client.ts";
@@ -165,7 +165,7 @@ async function main(): Promise<void> {
       const grownMs = performance.now() - t0;
       const plugin = await startPlugin({
         runtime: "node",
-        args: ["--source", "procfs", "--proc-poll-interval-ms", "600000", "--reconcile-interval-ms", "600000", "--max-connections", String(Math.max(65_536, size * 3))],
+        args: heldTablePluginArgs(size),
         readyTimeoutMs: 180_000,
         ...(values["glibc-tunables"] !== undefined ? { env: { GLIBC_TUNABLES: values["glibc-tunables"] } } : {}),
         ...(values["trace-gc"] ? { nodeArgs: ["--trace-gc"], onStdout: countGc } : {}),
