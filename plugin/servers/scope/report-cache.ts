@@ -189,19 +189,22 @@ export class ReportCache {
    * (undefined), or after `staleWaitMs` to a stand-in to serve instead (a report with no nodes).
    */
   awaitCurrent(probeId: string | undefined): Promise<Buffer | undefined> | undefined {
-    if (this.#stopped || this.#isCurrent(this.#stampFor(probeId))) return undefined;
+    if (this.#stopped || this.#isCurrent(this.#stampFor(probeId), this.#idle())) return undefined;
     this.#lastRequestMs = this.#now();
     return this.#waitForCurrent(probeId);
   }
 
   async #waitForCurrent(probeId: string | undefined): Promise<Buffer | undefined> {
     const waitStarted = this.#now();
+    // Current for this request: a snapshot that saw every change made before it.
+    const seq = this.#changeSeq;
+    const sawAll = () => (this.#stampFor(probeId)?.changeSeq ?? -1) >= seq;
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), this.#options.staleWaitMs)));
     let failure: unknown;
     const rebuilt = (async () => {
       if (this.#job !== undefined) await this.#job.catch(() => undefined);
-      if (this.#isCurrent(this.#stampFor(probeId))) return;
+      if (sawAll()) return;
       // The anonymous body is rebuilt only when asked for: this request may be the one.
       const probe = probeId === undefined ? undefined : this.#probes.get(probeId);
       if (probe?.body === undefined) this.#anonymousServed = true;
@@ -210,7 +213,7 @@ export class ReportCache {
     })().catch((error) => void (failure = error));
     const outcome = await Promise.race([rebuilt.then(() => "built" as const), timedOut]);
     clearTimeout(timer);
-    if (outcome === "built" && failure === undefined && this.#isCurrent(this.#stampFor(probeId))) return undefined;
+    if (outcome === "built" && failure === undefined && sawAll()) return undefined;
     const why = failure !== undefined
       ? `building it failed (${failure instanceof Error ? failure.message : String(failure)})`
       : `rebuilding it (${this.#lastOpenCount} open connections; the last build took ${Math.round(this.#lastRenderMs)} ms) takes longer than ${this.#options.staleWaitMs} ms`;
@@ -232,12 +235,18 @@ export class ReportCache {
     return probe?.body !== undefined ? probe.bodyStamp : this.#anonymous !== undefined ? this.#anonymousStamp : undefined;
   }
 
-  #isCurrent(stamp: Stamp | undefined): boolean {
+  /**
+   * `idle`: nobody asked for idleAfterMs, so no rebuild was running to replace the body: a changed
+   * body is then stale however young (with Scope's 1 s polls and the 30 s quiet spell, a body is
+   * always older than a cycle by then anyway; this keeps shorter quiet spells honest too).
+   */
+  #isCurrent(stamp: Stamp | undefined, idle = false): boolean {
     if (stamp === undefined) return false;
     const age = this.#now() - stamp.atMs;
     // As old as a body gets while rebuilds keep up: the wait before the next build, and that build.
     const cycle = Math.max(this.#options.minRebuildIntervalMs, this.#options.buildCostFactor * this.#lastDurationMs) + this.#lastRenderMs;
-    return age <= cycle || (stamp.changeSeq === this.#changeSeq && age <= this.#options.maxAgeMs + cycle);
+    if (stamp.changeSeq === this.#changeSeq && age <= this.#options.maxAgeMs + cycle) return true;
+    return !idle && age <= cycle;
   }
 
   /** A body started going out; call the result once it is out (or abandoned). Rebuilds yield to it. */
