@@ -199,7 +199,12 @@ void Tracker::Produce(BatchProducer& out) {
 
 int Tracker::OnRecord(void* ctx, void* data, size_t size) {
   Tracker* self = static_cast<Tracker*>(ctx);
-  if (size != kRecordSize) return 0;  // not our layout: never hand it to the decoder
+  if (size != kRecordSize) {
+    // Not our layout (an object built from another bpf/tracker.h): never hand it to the decoder,
+    // but count it, so that status can say the object and the addon disagree.
+    self->bad_size_records_.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
   if (self->out_->Append(data, size)) {
     self->batch_full_ = true;
     return -1;  // record is consumed; stop here so the batch gets published
@@ -240,6 +245,8 @@ Napi::Object Tracker::CountersObject(Napi::Env env, const scope_tracker::Counter
   o.Set("connectNoPid", Napi::Number::New(env, static_cast<double>(c[TRACKER_COUNTER_CONNECT_NO_PID])));
   o.Set("acceptNoSock", Napi::Number::New(env, static_cast<double>(c[TRACKER_COUNTER_ACCEPT_NO_SOCK])));
   o.Set("missed", Napi::Number::New(env, static_cast<double>(c[scope_tracker::kCounterMissed])));
+  o.Set("badSizeRecords",
+        Napi::Number::New(env, static_cast<double>(bad_size_records_.load(std::memory_order_relaxed))));
   return o;
 }
 

@@ -58,6 +58,9 @@ class Tracker : public Napi::ObjectWrap<Tracker>, private BatchSource {
   // JS thread only.
   scope_tracker::Counters final_counters_{};
 
+  // Written by the producer thread, read by counters().
+  std::atomic<uint64_t> bad_size_records_{0};  // ring records not sizeof(struct tracker_event): dropped
+
   // Producer thread only.
   BatchProducer* out_ = nullptr;
   bool batch_full_ = false;
