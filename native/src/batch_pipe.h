@@ -180,7 +180,7 @@ class BatchPipe {
   void Shutdown(napi_env env, bool deliver);
   void DeliverBatch(Napi::Env env, std::unique_ptr<Batch> batch);
 
-  // Set at construction, read-only afterwards.
+  // Set at construction (the callbacks at Start), read-only afterwards.
   napi_env env_;
   BatchSource* source_;
   BatchPipeOptions options_;
