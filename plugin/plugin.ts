@@ -6,8 +6,9 @@ import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import type { ReportBackend } from "./model/backend.ts";
 import { heuristicDirection, scanProc } from "./procfs/index.ts";
+import { fdWalkChoice } from "./procfs/fd-walk.ts";
 import { readKernelFacts } from "./supervisor/kernel-support.ts";
-import { Supervisor, defaultPolicy } from "./supervisor/supervisor.ts";
+import { Supervisor, defaultPolicy, type ScanOutcome } from "./supervisor/supervisor.ts";
 import { ConnectionTable } from "./table/connection-table.ts";
 import { createReportBackend } from "./table/report-backend.ts";
 
@@ -48,6 +49,8 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
     clientExpiryMs: config.clientExpiryMs,
   });
   const kernel = { ...readKernelFacts(config.procRoot, config.btfPath), ...config.kernelOverride };
+  const walk = fdWalkChoice();
+  if (walk.walker.kind !== "native") log.warn("/proc scans walk fds in JS", { reason: walk.reason });
   supervisor = new Supervisor(table, {
     source: config.source,
     kernel,
@@ -57,7 +60,8 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
       holdBackMs: config.holdBackMs,
       debugKillFile: config.debugBpfStopFile || undefined,
     },
-    scan: async () => (await scanProc({ procRoot: config.procRoot })).connections,
+    scan: (signal) => scanProcForSupervisor(config.procRoot, signal),
+    fdWalk: () => fdWalkChoice().reason,
     heuristic: heuristicDirection,
     reconcileIntervalMs: config.reconcileIntervalMs,
     procPollIntervalMs: config.procPollIntervalMs,
@@ -76,6 +80,20 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
       clearInterval(expiry);
       await supervisor!.stop();
     },
+  };
+}
+
+/**
+ * A /proc scan as the supervisor needs it: the connections, the read errors, and which namespaces
+ * it can vouch for. A namespace whose table failed to read, or one missing from the scan while some
+ * process's namespace could not be read, may still hold connections the scan did not see.
+ */
+export async function scanProcForSupervisor(procRoot: string, signal?: AbortSignal): Promise<ScanOutcome> {
+  const scan = await scanProc({ procRoot, signal });
+  return {
+    connections: scan.connections,
+    errors: scan.errors,
+    readInFull: (netns) => !scan.unreadNamespaces.has(netns) && (scan.listening.has(netns) || scan.unplacedProcesses === 0),
   };
 }
 
