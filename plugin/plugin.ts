@@ -3,6 +3,7 @@
  * Servers are attached by plugin/main.ts; tests build the same stack without them.
  */
 import type { Config } from "./config.ts";
+import { PluginError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { ReportBackend } from "./model/backend.ts";
 import { heuristicDirection, scanProc } from "./procfs/index.ts";
@@ -41,7 +42,8 @@ export const defaultStackConfig: StackConfig = {
   debugBpfStopFile: "",
 };
 
-export async function startTrackerStack(config: StackConfig, log: Logger): Promise<TrackerStack> {
+/** `signal` stops a start in progress: the seed scan is abandoned and the start rejects (ERR_STOPPED). */
+export async function startTrackerStack(config: StackConfig, log: Logger, signal?: AbortSignal): Promise<TrackerStack> {
   const table = new ConnectionTable({ maxConnections: config.maxConnections });
   let supervisor: Supervisor | undefined;
   const backend = createReportBackend(table, () => supervisor!.status(), {
@@ -69,7 +71,14 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
     firstRetryMs: config.ebpfRetryMs,
     maxRetryMs: defaultPolicy.maxRetryMs,
   }, log.child({ component: "supervisor" }));
-  await supervisor.start();
+  const stopOnSignal = () => void supervisor!.stop();
+  signal?.addEventListener("abort", stopOnSignal, { once: true });
+  try {
+    if (signal?.aborted) throw new PluginError("ERR_STOPPED", "stopped before start-up");
+    await supervisor.start();
+  } finally {
+    signal?.removeEventListener("abort", stopOnSignal);
+  }
   const expiry = setInterval(() => backend.clients.expireIdle(), Math.max(1000, Math.floor(config.clientExpiryMs / 4)));
   expiry.unref?.();
   return {
