@@ -133,7 +133,11 @@ export class EbpfTracker {
     const native = this.#native;
     this.#native = undefined;
     if (native !== undefined) {
-      this.#lastCounters = native.counters();
+      try {
+        this.#lastCounters = native.counters();
+      } catch {
+        // Kept as of the last poll: a counters map that cannot be read must not stop the stop.
+      }
       native.stop();
     }
     this.flush();

@@ -103,6 +103,8 @@ export class Supervisor {
   #skipHealTimer: ReturnType<typeof setTimeout> | undefined;
   #lastSkipHealMs = Number.NEGATIVE_INFINITY;
   #stopped = false;
+  /** The tracker being seeded: a death meanwhile fails that start instead of running the death policy beside it. */
+  #seeding: { tracker: LiveTracker; death: string | undefined } | undefined;
   #counters = emptyCounters();
   /** Totals of trackers already stopped, so restarts do not reset what status reports. */
   #retired = emptyTotals();
@@ -202,14 +204,19 @@ export class Supervisor {
     tracker.start();
     this.#tracker = tracker;
     this.#trackerStartedMs = this.#now();
+    this.#seeding = { tracker, death: undefined };
     try {
       // Attached first, seeded second: whatever happens during the scan is seen as an event.
       await this.#serialScan(() => this.#scanAndReconcile());
       if (this.#stopped) throw new PluginError("ERR_STOPPED", "the supervisor stopped while seeding");
-      if (this.#tracker !== tracker) throw new PluginError("ERR_TRACKER_DEAD", "the tracker died while seeding");
+      const death = this.#seeding.death;
+      // Died while seeding: this start failed, with the death's own reason (the caller decides what next).
+      if (death !== undefined) throw new StartDeath(death);
     } catch (error) {
       if (this.#tracker === tracker) this.#stopTracker();
       throw error;
+    } finally {
+      this.#seeding = undefined;
     }
     this.#stopPolling();
     this.#setLive("ebpf", reason);
@@ -301,6 +308,10 @@ export class Supervisor {
   #handleDeath(tracker: LiveTracker | undefined, why: string, restartable = true): void {
     // A death reported by a tracker that is no longer the live one (stopped meanwhile) changes nothing.
     if (tracker === undefined || tracker !== this.#tracker) return;
+    if (this.#seeding?.tracker === tracker) {
+      this.#seeding.death ??= why;
+      return;
+    }
     this.#onDeath(why, restartable).catch((error) => this.#internalError("handling a tracker death failed", error));
   }
 
@@ -461,6 +472,14 @@ export class Supervisor {
   #clearTimers(): void {
     this.#stopPolling();
     clearInterval(this.#reconcileTimer);
+  }
+}
+
+/** A tracker that died while its start was seeding the table: the reason is the death's, verbatim. */
+class StartDeath extends Error {
+  readonly code = "ERR_TRACKER_DEAD";
+  constructor(why: string) {
+    super(`died while seeding: ${why}`);
   }
 }
 
