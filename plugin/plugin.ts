@@ -23,7 +23,11 @@ export interface TrackerStack {
 export type StackConfig = Pick<Config,
   | "source" | "procRoot" | "btfPath" | "maxConnections" | "maxClosedPerClient" | "clientExpiryMs" | "ringBufferBytes"
   | "drainIntervalMs" | "holdBackMs" | "reconcileIntervalMs" | "procPollIntervalMs" | "deathWindowMs" | "ebpfRetryMs" | "debugBpfStopFile"
-> & { kernelOverride?: { release: string; version: string } };
+> & {
+  kernelOverride?: { release: string; version: string };
+  /** --source ebpf: first restart back-off after deaths (defaultPolicy.requiredRetryFirstMs). */
+  requiredRetryMs?: number;
+};
 
 export const defaultStackConfig: StackConfig = {
   source: "auto",
@@ -70,6 +74,7 @@ export async function startTrackerStack(config: StackConfig, log: Logger, signal
     deathWindowMs: config.deathWindowMs,
     firstRetryMs: config.ebpfRetryMs,
     maxRetryMs: defaultPolicy.maxRetryMs,
+    requiredRetryFirstMs: config.requiredRetryMs ?? defaultPolicy.requiredRetryFirstMs,
   }, log.child({ component: "supervisor" }));
   const stopOnSignal = () => void supervisor!.stop();
   signal?.addEventListener("abort", stopOnSignal, { once: true });

@@ -259,6 +259,8 @@ export interface TrackerCounters {
   reconcileKept: number;
   /** Failures in the plugin's own supervision (a hook or death handler that threw): logged, counted. */
   internalErrors: number;
+  /** Reconciles run (periodic, healing a loss or skipped runs): each one a comparison with /proc. */
+  reconciles: number;
 }
 
 export interface TrackerStatus {
@@ -1020,6 +1022,7 @@ function createBaseTrackerCounters(): TrackerCounters {
     scanFailures: 0,
     reconcileKept: 0,
     internalErrors: 0,
+    reconciles: 0,
   };
 }
 
@@ -1087,6 +1090,9 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     }
     if (message.internalErrors !== 0) {
       writer.uint32(296).uint64(message.internalErrors);
+    }
+    if (message.reconciles !== 0) {
+      writer.uint32(304).uint64(message.reconciles);
     }
     return writer;
   },
@@ -1272,6 +1278,14 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
             message.internalErrors = longToNumber(reader.uint64());
             continue;
           }
+          case 38: {
+            if (tag !== 304) {
+              break;
+            }
+
+            message.reconciles = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1367,6 +1381,7 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
         : isSet(object.internal_errors)
         ? globalThis.Number(object.internal_errors)
         : 0,
+      reconciles: isSet(object.reconciles) ? globalThis.Number(object.reconciles) : 0,
     };
   },
 
@@ -1435,6 +1450,9 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     if (message.internalErrors !== 0) {
       obj.internalErrors = Math.round(message.internalErrors);
     }
+    if (message.reconciles !== 0) {
+      obj.reconciles = Math.round(message.reconciles);
+    }
     return obj;
   },
 
@@ -1464,6 +1482,7 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     message.scanFailures = object.scanFailures ?? 0;
     message.reconcileKept = object.reconcileKept ?? 0;
     message.internalErrors = object.internalErrors ?? 0;
+    message.reconciles = object.reconciles ?? 0;
     return message;
   },
 };

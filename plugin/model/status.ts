@@ -28,6 +28,8 @@ export interface TrackerCounters {
   scanErrors: number;
   /** Whole /proc scans that failed (the proc root could not be listed): nothing was changed by them. */
   scanFailures: number;
+  /** Reconciles run (periodic, healing a loss or skipped runs, or asked for): each a /proc comparison. */
+  reconciles: number;
   /** Connections a reconcile did not close because their namespace's table failed to read. */
   reconcileKept: number;
   /** Failures inside the plugin's own supervision (a counters poll or a death handler that threw): logged, counted. */
@@ -51,6 +53,6 @@ export function emptyCounters(): TrackerCounters {
     reconcileAdded: 0, reconcileRemoved: 0, connectionsTracked: 0,
     failedConnects: 0, closesOfUnknown: 0, evictions: 0, skipped: 0, malformedRecords: 0,
     badSizeRecords: 0, acceptNoSock: 0, connectNoPid: 0, lateEvents: 0,
-    scanErrors: 0, scanFailures: 0, reconcileKept: 0, internalErrors: 0,
+    scanErrors: 0, scanFailures: 0, reconciles: 0, reconcileKept: 0, internalErrors: 0,
   };
 }

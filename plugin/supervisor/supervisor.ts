@@ -177,6 +177,7 @@ export class Supervisor {
   reconcileNow(): Promise<void> {
     return this.#serialScan(async () => {
       const result = await this.#scanAndReconcile();
+      this.#counters.reconciles++;
       this.#counters.reconcileAdded += result.added;
       this.#counters.reconcileRemoved += result.removed;
       if (result.added + result.removed > 0) this.#log.info("reconcile corrected the table", { ...result });
