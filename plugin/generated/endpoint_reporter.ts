@@ -240,6 +240,27 @@ export interface TrackerCounters {
   skipped: number;
   /** Ring-buffer records that did not decode (wrong size or unknown type); dropped and counted. */
   malformedRecords: number;
+  /**
+   * Records of the wrong size: the addon and the BPF object were built from different headers.
+   * The tracker dies of the first one (the reason says so) rather than run with zero events.
+   */
+  badSizeRecords: number;
+  /** Accepts whose returned fd the kernel side could not resolve to a socket. */
+  acceptNoSock: number;
+  /** Connects established with no pid recorded (opened before the tracker attached): pid 0 until a scan. */
+  connectNoPid: number;
+  /** Records older than one already applied (beyond the hold-back window), applied out of order. */
+  lateEvents: number;
+  /** /proc reads that failed for a reason other than a process vanishing (EACCES, EIO, ...). */
+  scanErrors: number;
+  /** Whole /proc scans that failed; they changed nothing in the table. */
+  scanFailures: number;
+  /** Connections a reconcile did not close because their namespace's table failed to read. */
+  reconcileKept: number;
+  /** Failures in the plugin's own supervision (a hook or death handler that threw): logged, counted. */
+  internalErrors: number;
+  /** Reconciles run (periodic, healing a loss or skipped runs): each one a comparison with /proc. */
+  reconciles: number;
 }
 
 export interface TrackerStatus {
@@ -260,6 +281,8 @@ export interface TrackerStatus {
   watchers: number;
   /** The same instant as `since`, in milliseconds since the epoch, for scripts. */
   sinceUnixMs: number;
+  /** How /proc scans map sockets to processes: the native fd walk, or the JS one and why. */
+  fdWalk: string;
 }
 
 function createBaseReportRequest(): ReportRequest {
@@ -991,6 +1014,15 @@ function createBaseTrackerCounters(): TrackerCounters {
     evictions: 0,
     skipped: 0,
     malformedRecords: 0,
+    badSizeRecords: 0,
+    acceptNoSock: 0,
+    connectNoPid: 0,
+    lateEvents: 0,
+    scanErrors: 0,
+    scanFailures: 0,
+    reconcileKept: 0,
+    internalErrors: 0,
+    reconciles: 0,
   };
 }
 
@@ -1034,6 +1066,33 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     }
     if (message.malformedRecords !== 0) {
       writer.uint32(104).uint64(message.malformedRecords);
+    }
+    if (message.badSizeRecords !== 0) {
+      writer.uint32(240).uint64(message.badSizeRecords);
+    }
+    if (message.acceptNoSock !== 0) {
+      writer.uint32(248).uint64(message.acceptNoSock);
+    }
+    if (message.connectNoPid !== 0) {
+      writer.uint32(256).uint64(message.connectNoPid);
+    }
+    if (message.lateEvents !== 0) {
+      writer.uint32(264).uint64(message.lateEvents);
+    }
+    if (message.scanErrors !== 0) {
+      writer.uint32(272).uint64(message.scanErrors);
+    }
+    if (message.scanFailures !== 0) {
+      writer.uint32(280).uint64(message.scanFailures);
+    }
+    if (message.reconcileKept !== 0) {
+      writer.uint32(288).uint64(message.reconcileKept);
+    }
+    if (message.internalErrors !== 0) {
+      writer.uint32(296).uint64(message.internalErrors);
+    }
+    if (message.reconciles !== 0) {
+      writer.uint32(304).uint64(message.reconciles);
     }
     return writer;
   },
@@ -1155,6 +1214,78 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
             message.malformedRecords = longToNumber(reader.uint64());
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.badSizeRecords = longToNumber(reader.uint64());
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.acceptNoSock = longToNumber(reader.uint64());
+            continue;
+          }
+          case 32: {
+            if (tag !== 256) {
+              break;
+            }
+
+            message.connectNoPid = longToNumber(reader.uint64());
+            continue;
+          }
+          case 33: {
+            if (tag !== 264) {
+              break;
+            }
+
+            message.lateEvents = longToNumber(reader.uint64());
+            continue;
+          }
+          case 34: {
+            if (tag !== 272) {
+              break;
+            }
+
+            message.scanErrors = longToNumber(reader.uint64());
+            continue;
+          }
+          case 35: {
+            if (tag !== 280) {
+              break;
+            }
+
+            message.scanFailures = longToNumber(reader.uint64());
+            continue;
+          }
+          case 36: {
+            if (tag !== 288) {
+              break;
+            }
+
+            message.reconcileKept = longToNumber(reader.uint64());
+            continue;
+          }
+          case 37: {
+            if (tag !== 296) {
+              break;
+            }
+
+            message.internalErrors = longToNumber(reader.uint64());
+            continue;
+          }
+          case 38: {
+            if (tag !== 304) {
+              break;
+            }
+
+            message.reconciles = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1210,6 +1341,47 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
         : isSet(object.malformed_records)
         ? globalThis.Number(object.malformed_records)
         : 0,
+      badSizeRecords: isSet(object.badSizeRecords)
+        ? globalThis.Number(object.badSizeRecords)
+        : isSet(object.bad_size_records)
+        ? globalThis.Number(object.bad_size_records)
+        : 0,
+      acceptNoSock: isSet(object.acceptNoSock)
+        ? globalThis.Number(object.acceptNoSock)
+        : isSet(object.accept_no_sock)
+        ? globalThis.Number(object.accept_no_sock)
+        : 0,
+      connectNoPid: isSet(object.connectNoPid)
+        ? globalThis.Number(object.connectNoPid)
+        : isSet(object.connect_no_pid)
+        ? globalThis.Number(object.connect_no_pid)
+        : 0,
+      lateEvents: isSet(object.lateEvents)
+        ? globalThis.Number(object.lateEvents)
+        : isSet(object.late_events)
+        ? globalThis.Number(object.late_events)
+        : 0,
+      scanErrors: isSet(object.scanErrors)
+        ? globalThis.Number(object.scanErrors)
+        : isSet(object.scan_errors)
+        ? globalThis.Number(object.scan_errors)
+        : 0,
+      scanFailures: isSet(object.scanFailures)
+        ? globalThis.Number(object.scanFailures)
+        : isSet(object.scan_failures)
+        ? globalThis.Number(object.scan_failures)
+        : 0,
+      reconcileKept: isSet(object.reconcileKept)
+        ? globalThis.Number(object.reconcileKept)
+        : isSet(object.reconcile_kept)
+        ? globalThis.Number(object.reconcile_kept)
+        : 0,
+      internalErrors: isSet(object.internalErrors)
+        ? globalThis.Number(object.internalErrors)
+        : isSet(object.internal_errors)
+        ? globalThis.Number(object.internal_errors)
+        : 0,
+      reconciles: isSet(object.reconciles) ? globalThis.Number(object.reconciles) : 0,
     };
   },
 
@@ -1254,6 +1426,33 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     if (message.malformedRecords !== 0) {
       obj.malformedRecords = Math.round(message.malformedRecords);
     }
+    if (message.badSizeRecords !== 0) {
+      obj.badSizeRecords = Math.round(message.badSizeRecords);
+    }
+    if (message.acceptNoSock !== 0) {
+      obj.acceptNoSock = Math.round(message.acceptNoSock);
+    }
+    if (message.connectNoPid !== 0) {
+      obj.connectNoPid = Math.round(message.connectNoPid);
+    }
+    if (message.lateEvents !== 0) {
+      obj.lateEvents = Math.round(message.lateEvents);
+    }
+    if (message.scanErrors !== 0) {
+      obj.scanErrors = Math.round(message.scanErrors);
+    }
+    if (message.scanFailures !== 0) {
+      obj.scanFailures = Math.round(message.scanFailures);
+    }
+    if (message.reconcileKept !== 0) {
+      obj.reconcileKept = Math.round(message.reconcileKept);
+    }
+    if (message.internalErrors !== 0) {
+      obj.internalErrors = Math.round(message.internalErrors);
+    }
+    if (message.reconciles !== 0) {
+      obj.reconciles = Math.round(message.reconciles);
+    }
     return obj;
   },
 
@@ -1275,12 +1474,30 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     message.evictions = object.evictions ?? 0;
     message.skipped = object.skipped ?? 0;
     message.malformedRecords = object.malformedRecords ?? 0;
+    message.badSizeRecords = object.badSizeRecords ?? 0;
+    message.acceptNoSock = object.acceptNoSock ?? 0;
+    message.connectNoPid = object.connectNoPid ?? 0;
+    message.lateEvents = object.lateEvents ?? 0;
+    message.scanErrors = object.scanErrors ?? 0;
+    message.scanFailures = object.scanFailures ?? 0;
+    message.reconcileKept = object.reconcileKept ?? 0;
+    message.internalErrors = object.internalErrors ?? 0;
+    message.reconciles = object.reconciles ?? 0;
     return message;
   },
 };
 
 function createBaseTrackerStatus(): TrackerStatus {
-  return { source: 0, since: undefined, reason: "", counters: undefined, clients: 0, watchers: 0, sinceUnixMs: 0 };
+  return {
+    source: 0,
+    since: undefined,
+    reason: "",
+    counters: undefined,
+    clients: 0,
+    watchers: 0,
+    sinceUnixMs: 0,
+    fdWalk: "",
+  };
 }
 
 export const TrackerStatus: MessageFns<TrackerStatus> = {
@@ -1305,6 +1522,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     }
     if (message.sinceUnixMs !== 0) {
       writer.uint32(56).int64(message.sinceUnixMs);
+    }
+    if (message.fdWalk !== "") {
+      writer.uint32(162).string(message.fdWalk);
     }
     return writer;
   },
@@ -1378,6 +1598,14 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
             message.sinceUnixMs = longToNumber(reader.int64());
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.fdWalk = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1403,6 +1631,11 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
         : isSet(object.since_unix_ms)
         ? globalThis.Number(object.since_unix_ms)
         : 0,
+      fdWalk: isSet(object.fdWalk)
+        ? globalThis.String(object.fdWalk)
+        : isSet(object.fd_walk)
+        ? globalThis.String(object.fd_walk)
+        : "",
     };
   },
 
@@ -1429,6 +1662,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     if (message.sinceUnixMs !== 0) {
       obj.sinceUnixMs = Math.round(message.sinceUnixMs);
     }
+    if (message.fdWalk !== "") {
+      obj.fdWalk = message.fdWalk;
+    }
     return obj;
   },
 
@@ -1446,6 +1682,7 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     message.clients = object.clients ?? 0;
     message.watchers = object.watchers ?? 0;
     message.sinceUnixMs = object.sinceUnixMs ?? 0;
+    message.fdWalk = object.fdWalk ?? "";
     return message;
   },
 };

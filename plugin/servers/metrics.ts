@@ -29,11 +29,27 @@ export function createMetrics(backend: ReportBackend): { registry: Registry; bac
   counterFrom("endpoint_reporter_reconcile_added_total", "Connections added by /proc reconcile", (s) => s.counters.reconcileAdded);
   counterFrom("endpoint_reporter_reconcile_removed_total", "Connections removed by /proc reconcile", (s) => s.counters.reconcileRemoved);
   counterFrom("endpoint_reporter_evictions_total", "Connections evicted by the table cap", (s) => s.counters.evictions);
+  counterFrom("endpoint_reporter_bad_size_records_total", "Ring-buffer records of the wrong size (addon and BPF object from different headers); the tracker dies of them", (s) => s.counters.badSizeRecords);
+  counterFrom("endpoint_reporter_accept_no_sock_total", "Accepts whose fd the kernel side could not resolve to a socket", (s) => s.counters.acceptNoSock);
+  counterFrom("endpoint_reporter_connect_no_pid_total", "Connects established with no pid recorded (opened before attach)", (s) => s.counters.connectNoPid);
+  counterFrom("endpoint_reporter_late_events_total", "Records older than one already applied, applied out of order", (s) => s.counters.lateEvents);
+  counterFrom("endpoint_reporter_scan_errors_total", "/proc reads that failed (not a vanished process)", (s) => s.counters.scanErrors);
+  counterFrom("endpoint_reporter_scan_failures_total", "Whole /proc scans that failed and changed nothing", (s) => s.counters.scanFailures);
+  counterFrom("endpoint_reporter_reconciles_total", "Reconciles run (periodic or healing): each a comparison with /proc", (s) => s.counters.reconciles);
+  counterFrom("endpoint_reporter_reconcile_kept_total", "Connections a reconcile kept because their namespace's table failed to read", (s) => s.counters.reconcileKept);
+  counterFrom("endpoint_reporter_internal_errors_total", "Failures inside the plugin's supervision, logged", (s) => s.counters.internalErrors);
   new Gauge({
     name: "endpoint_reporter_source", help: "1 for the live source", labelNames: ["source"], registers: [registry],
     collect() {
       const live = status().source;
       for (const source of ["ebpf", "procfs"]) this.set({ source }, source === live ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "endpoint_reporter_fd_walk_native", help: "1 when /proc scans use the native fd walk, 0 for the JS one (GetStatus fd_walk says why)", registers: [registry],
+    collect() {
+      const walk = status().fdWalk;
+      if (walk !== undefined) this.set(walk.startsWith("native") ? 1 : 0);
     },
   });
   new Gauge({ name: "endpoint_reporter_connections_tracked", help: "Open connections in the table", registers: [registry], collect() { this.set(status().counters.connectionsTracked); } });

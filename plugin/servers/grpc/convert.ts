@@ -43,6 +43,7 @@ export function statusToWire(s: TrackerStatus, extras: StatusExtras): pb.Tracker
     counters: { ...s.counters },
     clients: extras.clients,
     watchers: extras.watchers,
+    fdWalk: s.fdWalk ?? "",
   };
 }
 

@@ -25,7 +25,10 @@ export interface GrpcLimits {
   maxConcurrentStreams: number;
   /** Changes a Watch reader may fall behind by before it is cut off with RESOURCE_EXHAUSTED. */
   maxWatchQueue: number;
-  /** Grace for in-flight calls on close before they are cancelled. */
+  /**
+   * Grace for in-flight calls on close before they are cancelled (streams that never end on their
+   * own, such as a standard health Watch, are cancelled then). Well inside the process's 2 s to exit.
+   */
   shutdownGraceMs: number;
   /** Ping interval and answer timeout: peers that stop answering (dead, or hostile) are dropped. */
   keepaliveTimeMs: number;
@@ -37,7 +40,7 @@ export const DEFAULT_GRPC_LIMITS: GrpcLimits = {
   maxSendMessageBytes: 64 * 1024 * 1024,
   maxConcurrentStreams: 100,
   maxWatchQueue: 10_000,
-  shutdownGraceMs: 2_000,
+  shutdownGraceMs: 1_000,
   keepaliveTimeMs: 60_000,
   keepaliveTimeoutMs: 20_000,
 };
