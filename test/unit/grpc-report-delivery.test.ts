@@ -8,6 +8,7 @@ import { ConnectionTable } from "../../plugin/table/connection-table.ts";
 import { createReportBackend } from "../../plugin/table/report-backend.ts";
 import { EndpointReporterClient, type EndpointReport, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
 import { createLogger } from "../../plugin/log.ts";
+import { createMetrics } from "../../plugin/servers/metrics.ts";
 import { closeConn, conn, grpcClient, STATUS, tempDir, unary } from "../helpers/server-harness.ts";
 
 const STALLING_CLIENT = join(fileURLToPath(new URL(".", import.meta.url)), "../helpers/stalling-report-client.ts");
@@ -61,6 +62,7 @@ t.test("an answer refused by the client's receive limit leaves every close for i
   t.equal(next.droppedClosed, 0, "none counted as dropped");
   t.same(closedPorts(await s.report("tool")), [], "and once delivered, not again");
   t.equal((await s.status()).delivery?.grpcReportsUndelivered, 1, "the undelivered answer is counted in GetStatus");
+  t.match(await createMetrics(s.backend).registry.metrics(), /^endpoint_reporter_grpc_reports_undelivered_total 1$/m, "and in the metrics");
 });
 
 t.test("a client cancelling mid-answer, or its deadline passing mid-answer, gets the closes on its next call", async (t) => {
@@ -110,6 +112,7 @@ t.test("gRPC client ids are capped: the least recently asking one is forgotten, 
   t.equal(status.clients, 4, "three gRPC ids and the Scope probe");
   t.equal(status.delivery?.clientsEvicted, 1);
   t.match(s.logs.join(""), /ERR_TOO_MANY_CLIENTS.*"evicted":"two"/, "the eviction is logged with the id");
+  t.match(await createMetrics(s.backend).registry.metrics(), /^endpoint_reporter_clients_evicted_total 1$/m, "and counted in the metrics");
   t.same(closedPorts(await s.report("one")), range(3000, 100), "a recent client kept its closes");
   t.same(closedPorts(await s.report("three")), range(3000, 100));
   const back = await s.report("two");

@@ -72,7 +72,9 @@ t.test("a body the probe abandons before its end delivers nothing; a body sent w
   t.ok(partial > 0, "the probe got part of the body");
   await eventually(() => backend.delivery().scopeBodiesUndelivered === 1, 5000, "the abandoned body counted");
   await p.cache.refresh();
-  t.same(await poll(p, "x", 41001), { closed: 1, has: true }, "the next whole body still carries the close");
+  const status = JSON.parse((await httpGetSettled(p.socketPath, path("x"))).body).EndpointReporterStatus;
+  t.equal(status.closedConnections, 1, "the next whole body still carries the close");
+  t.equal(status.delivery.scopeBodiesUndelivered, 1, "and counts the abandoned one in its status");
   t.same(await poll(p, "x", 41001), { closed: 0, has: false }, "delivered: not served again, even before a rebuild");
   await p.cache.refresh();
   t.same(await poll(p, "x", 41001), { closed: 0, has: false });

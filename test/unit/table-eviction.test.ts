@@ -5,6 +5,7 @@ import { reconcileTable } from "../../plugin/supervisor/reconcile.ts";
 import { heuristicDirection } from "../../plugin/procfs/index.ts";
 import { connectionKey } from "../../plugin/model/connection.ts";
 import * as pb from "../../plugin/generated/endpoint_reporter.ts";
+import { createMetrics } from "../../plugin/servers/metrics.ts";
 import { closeConn, conn, eventually, grpcClient, makeBackend, tempDir, unary } from "../helpers/server-harness.ts";
 
 const port = (p: number) => conn({ localPort: p });
@@ -43,6 +44,7 @@ t.test("an eviction is a close for every subscriber; the evicted connection's re
   t.equal(changes.length, 5, "and not published a second time");
   const status = await unary<pb.TrackerStatus>((cb) => client.getStatus({}, cb));
   t.equal(status.delivery?.closesOfEvicted, 1, "the count reaches GetStatus");
+  t.match(await createMetrics(backend).registry.metrics(), /^endpoint_reporter_closes_of_evicted_total 1$/m, "and the metrics");
   t.same((await report("tool")).connections.filter((c) => c.closed), [], "no second close for the Report client");
 
   closeConn(table, port(99));

@@ -275,6 +275,7 @@ export class ReportCache {
     const open = this.#backend.openConnections();
     const status = this.#backend.status();
     const clients = this.#backend.clientCount();
+    const delivery = this.#backend.delivery();
     const jobs: Array<{ probe?: ProbeState; closed: Connection[]; dropped: number }> = [];
     if (this.#anonymous === undefined || this.#anonymousServed) jobs.push({ closed: [], dropped: 0 });
     this.#anonymousServed = false;
@@ -291,7 +292,7 @@ export class ReportCache {
         body = shared;
       } else {
         body = await runStepsAsync(renderScopeReportBody(this.#identity, this.#deriver, this.#hostId, {
-          open, closed: job.closed, droppedClosed: job.dropped, status, clients, now: new Date(started),
+          open, closed: job.closed, droppedClosed: job.dropped, status, clients, delivery, now: new Date(started),
         }), () => this.#yieldToResponses());
         this.builds++;
         if (job.closed.length === 0 && job.dropped === 0) shared = body;
