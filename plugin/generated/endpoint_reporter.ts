@@ -298,7 +298,10 @@ export interface DeliveryCounters {
    * the client while still being written): their closes were offered again on the next Report.
    */
   grpcReportsUndelivered: number;
-  /** Scope /report bodies not sent whole (HEAD, or the probe gave up): their closes were kept. */
+  /**
+   * Scope /report bodies not sent whole (the probe went away first, e.g. its 500 ms deadline):
+   * their closes were kept for its next request. A HEAD delivers nothing and is not counted.
+   */
   scopeBodiesUndelivered: number;
   /**
    * Client ids forgotten because their kind (gRPC, Scope) held the most allowed, least recently

@@ -39,16 +39,14 @@ export interface ReportCacheOptions {
   maxPendingClosed: number;
   /** Rebuilds stop when nobody asked for this long (Scope probes ask every second). */
   idleAfterMs: number;
-  /** A rebuild waits for bodies being written at most this long in all (see below). */
+  /**
+   * A rebuild's slices wait while a body is being written: a 16 MB body leaves in socket-buffer-sized
+   * writes, one per event-loop turn, and every rebuild slice in between delayed it (p99 of /report at
+   * 100k went from ~50 ms to ~700 ms). Bounded per build by this, so a client that stops reading
+   * cannot starve the rebuilds.
+   */
   maxWaitForResponsesMs: number;
 }
-
-/**
- * A rebuild's slices wait while a body is being written: a 16 MB body leaves in socket-buffer-sized
- * writes, one per event-loop turn, and every rebuild slice in between delayed it (p99 of /report at
- * 100k went from ~50 ms to ~700 ms). Bounded per build, so a client that stops reading cannot
- * starve the rebuilds.
- */
 
 export const DEFAULT_REPORT_CACHE_OPTIONS: ReportCacheOptions = {
   minRebuildIntervalMs: 500,
