@@ -38,7 +38,8 @@ t.test("half-closed connections are open in both sources and through reconcile a
   t.same(describe(before.ends.filter((e) => e.open !== scanned.has(e.key))), [], "the /proc scan reports exactly the ends in Scope's open states");
 
   const stopFile = join(mkdtempSync(join(tmpdir(), "parity-open-states-")), "stop");
-  const stack = await startTrackerStack({ ...defaultStackConfig, source: "auto", debugBpfStopFile: stopFile, procPollIntervalMs: 500 }, log);
+  // The table tracks the whole host: a cap another test's 100k connections could reach would evict ours.
+  const stack = await startTrackerStack({ ...defaultStackConfig, source: "auto", debugBpfStopFile: stopFile, procPollIntervalMs: 500, maxConnections: 1_000_000 }, log);
   t.teardown(() => stack.stop());
   t.equal(stack.supervisor.status().source, "ebpf");
   const closes: string[] = [];

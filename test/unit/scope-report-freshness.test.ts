@@ -8,7 +8,7 @@ import t, { type Test } from "tap";
 import { join } from "node:path";
 import { startScopePlugin, type ScopePluginHandle } from "../../plugin/servers/scope/plugin-server.ts";
 import type { ReportBackend } from "../../plugin/model/backend.ts";
-import { conn, eventually, httpGet, makeBackend, tempDir } from "../helpers/server-harness.ts";
+import { closeConn, conn, eventually, httpGet, makeBackend, tempDir } from "../helpers/server-harness.ts";
 
 async function plugin(t: Test, backend: ReportBackend, cache: Parameters<typeof startScopePlugin>[0]["cache"]): Promise<ScopePluginHandle> {
   const handle = await startScopePlugin({ backend, hostId: "host-1", root: join(tempDir(t), "plugins"), cache });
@@ -64,13 +64,20 @@ t.test("an unchanged table: a body up to the timestamp refresh old is current, s
   t.ok(Date.parse(report.EndpointReporterStatus.generatedAt) <= builtBy, "nothing changed since the snapshot: the start's body, not one built on the request path");
 });
 
-t.test("a rebuild that cannot finish within the wait: a valid report with no nodes that says why, then the rebuilt one", async (t) => {
+t.test("a rebuild that cannot finish within the wait: a valid report with no nodes that says why and delivers nothing, then the rebuilt one", async (t) => {
   const { table, backend } = makeBackend();
-  for (let i = 0; i < 20_000; i++) table.open(conn({ localAddress: `10.1.${i >> 8}.${i & 255}`, localPort: 30000 + (i % 30000), pid: 1 + (i % 50) }));
+  const conns = [];
+  for (let i = 0; i < 20_000; i++) conns.push(conn({ localAddress: `10.1.${i >> 8}.${i & 255}`, localPort: 30000 + (i % 30000), pid: 1 + (i % 50) }));
+  for (const c of conns) table.open(c);
   const started = performance.now();
   // No wait at all: a build of 20,000 connections takes several slices, so it never finishes first.
-  const p = await plugin(t, backend, { minRebuildIntervalMs: 1, buildCostFactor: 0, staleWaitMs: 0 });
-  await sleep(performance.now() - started + 50); // past one cycle: 1 ms and the start's build
+  const p = await plugin(t, backend, { minRebuildIntervalMs: 1, buildCostFactor: 0, staleWaitMs: 0, idleAfterMs: 300 });
+  const startMs = performance.now() - started;
+  await nodeIds(t, p, "late");
+  await eventually(() => backend.clientCount() === 1, 5000, "the probe registered");
+  await p.cache.refresh();
+  await sleep(Math.max(400, startMs + 50)); // quiet, and past one cycle (1 ms and a build)
+  closeConn(table, conns[0]);
   table.open(conn({ localAddress: "10.200.0.1", localPort: 12345 }));
   const reply = await httpGet(p.socketPath, "/report?api_version=1&probe_id=late");
   t.equal(reply.status, 200, "not an error: Scope would mark the plugin failed");
@@ -79,7 +86,12 @@ t.test("a rebuild that cannot finish within the wait: a valid report with no nod
   t.equal(report.Plugins.length, 1);
   t.match(report.Plugins[0], { id: "endpoint-reporter", api_version: "1", interfaces: ["reporter"] });
   t.match(report.Plugins[0].description, /report not ready: rebuilding it \(\d+ open connections; the last build took \d+ ms\) takes longer than 0 ms; the next request gets it/);
-  await eventually(() => p.cache.builds > 1, 20_000, "the rebuild carried on");
+  const builds = p.cache.builds;
+  await eventually(() => p.cache.builds > builds, 30_000, "the rebuild carried on");
   const ids = await nodeIds(t, p, "late");
   t.ok(ids.includes(";10.200.0.1;12345"), "the next request gets the rebuilt body, with the new connection");
+  t.ok(ids.includes(";10.1.0.0;30000"), "and the close the stand-in did not deliver");
+  const after = p.cache.builds;
+  await eventually(() => p.cache.builds > after, 30_000, "the rebuild after the delivery");
+  t.notOk((await nodeIds(t, p, "late")).includes(";10.1.0.0;30000"), "delivered once");
 });
