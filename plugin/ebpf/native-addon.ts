@@ -11,11 +11,8 @@ export interface NativeCounters {
   acceptNoSock: number;
   /** Runs of our programs the kernel skipped (BPF recursion protection): those events never happened for us. */
   missed: number;
-  /**
-   * Records the addon dropped for having the wrong size (its header and the BPF object's differ).
-   * Absent from addons built before the counter existed.
-   */
-  badSizeRecords?: number;
+  /** Ring-buffer records whose size is not the addon's struct tracker_event: dropped, never decoded (object and addon disagree). */
+  badSizeRecords: number;
 }
 
 export interface NativeTrackerOptions {

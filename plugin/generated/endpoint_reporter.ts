@@ -193,7 +193,12 @@ export interface EndpointReport {
     | undefined;
   /** Closed connections this client will never see: its buffer overflowed since its last Report. */
   droppedClosed: number;
-  /** True when this call registered client_id (so no closed connections could be included yet). */
+  /**
+   * True until an answer to this client_id has reached it since the server registered it (its
+   * first call, or after it expired or was evicted): the client has no earlier history here.
+   * Closes are kept from registration on, so a repeated first call after a lost first answer
+   * already carries the closes since then.
+   */
   firstReport: boolean;
 }
 
@@ -283,6 +288,30 @@ export interface TrackerStatus {
   sinceUnixMs: number;
   /** How /proc scans map sockets to processes: the native fd walk, or the JS one and why. */
   fdWalk: string;
+  delivery: DeliveryCounters | undefined;
+}
+
+/** How handing closed connections to clients went. */
+export interface DeliveryCounters {
+  /**
+   * Report answers that did not reach their client (failed, cancelled, past the deadline, reset by
+   * the client while still being written): their closes were offered again on the next Report.
+   */
+  grpcReportsUndelivered: number;
+  /** Scope /report bodies not sent whole (HEAD, or the probe gave up): their closes were kept. */
+  scopeBodiesUndelivered: number;
+  /**
+   * Client ids forgotten because their kind (gRPC, Scope) held the most allowed, least recently
+   * asking first; such a client starts over with first_report on its next call.
+   */
+  clientsEvicted: number;
+  /** Client ids forgotten after not asking for the client expiry. */
+  clientsExpired: number;
+  /**
+   * Real closes of connections the table had evicted at its cap (published as closed when evicted,
+   * not again; not counted in closes_of_unknown).
+   */
+  closesOfEvicted: number;
 }
 
 function createBaseReportRequest(): ReportRequest {
@@ -1497,6 +1526,7 @@ function createBaseTrackerStatus(): TrackerStatus {
     watchers: 0,
     sinceUnixMs: 0,
     fdWalk: "",
+    delivery: undefined,
   };
 }
 
@@ -1525,6 +1555,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     }
     if (message.fdWalk !== "") {
       writer.uint32(162).string(message.fdWalk);
+    }
+    if (message.delivery !== undefined) {
+      DeliveryCounters.encode(message.delivery, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1606,6 +1639,14 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
             message.fdWalk = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.delivery = DeliveryCounters.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1636,6 +1677,7 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
         : isSet(object.fd_walk)
         ? globalThis.String(object.fd_walk)
         : "",
+      delivery: isSet(object.delivery) ? DeliveryCounters.fromJSON(object.delivery) : undefined,
     };
   },
 
@@ -1665,6 +1707,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     if (message.fdWalk !== "") {
       obj.fdWalk = message.fdWalk;
     }
+    if (message.delivery !== undefined) {
+      obj.delivery = DeliveryCounters.toJSON(message.delivery);
+    }
     return obj;
   },
 
@@ -1683,6 +1728,168 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     message.watchers = object.watchers ?? 0;
     message.sinceUnixMs = object.sinceUnixMs ?? 0;
     message.fdWalk = object.fdWalk ?? "";
+    message.delivery = (object.delivery !== undefined && object.delivery !== null)
+      ? DeliveryCounters.fromPartial(object.delivery)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeliveryCounters(): DeliveryCounters {
+  return {
+    grpcReportsUndelivered: 0,
+    scopeBodiesUndelivered: 0,
+    clientsEvicted: 0,
+    clientsExpired: 0,
+    closesOfEvicted: 0,
+  };
+}
+
+export const DeliveryCounters: MessageFns<DeliveryCounters> = {
+  encode(message: DeliveryCounters, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.grpcReportsUndelivered !== 0) {
+      writer.uint32(8).uint64(message.grpcReportsUndelivered);
+    }
+    if (message.scopeBodiesUndelivered !== 0) {
+      writer.uint32(16).uint64(message.scopeBodiesUndelivered);
+    }
+    if (message.clientsEvicted !== 0) {
+      writer.uint32(24).uint64(message.clientsEvicted);
+    }
+    if (message.clientsExpired !== 0) {
+      writer.uint32(32).uint64(message.clientsExpired);
+    }
+    if (message.closesOfEvicted !== 0) {
+      writer.uint32(40).uint64(message.closesOfEvicted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeliveryCounters {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeliveryCounters();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.grpcReportsUndelivered = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.scopeBodiesUndelivered = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.clientsEvicted = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.clientsExpired = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.closesOfEvicted = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeliveryCounters {
+    return {
+      grpcReportsUndelivered: isSet(object.grpcReportsUndelivered)
+        ? globalThis.Number(object.grpcReportsUndelivered)
+        : isSet(object.grpc_reports_undelivered)
+        ? globalThis.Number(object.grpc_reports_undelivered)
+        : 0,
+      scopeBodiesUndelivered: isSet(object.scopeBodiesUndelivered)
+        ? globalThis.Number(object.scopeBodiesUndelivered)
+        : isSet(object.scope_bodies_undelivered)
+        ? globalThis.Number(object.scope_bodies_undelivered)
+        : 0,
+      clientsEvicted: isSet(object.clientsEvicted)
+        ? globalThis.Number(object.clientsEvicted)
+        : isSet(object.clients_evicted)
+        ? globalThis.Number(object.clients_evicted)
+        : 0,
+      clientsExpired: isSet(object.clientsExpired)
+        ? globalThis.Number(object.clientsExpired)
+        : isSet(object.clients_expired)
+        ? globalThis.Number(object.clients_expired)
+        : 0,
+      closesOfEvicted: isSet(object.closesOfEvicted)
+        ? globalThis.Number(object.closesOfEvicted)
+        : isSet(object.closes_of_evicted)
+        ? globalThis.Number(object.closes_of_evicted)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeliveryCounters): unknown {
+    const obj: any = {};
+    if (message.grpcReportsUndelivered !== 0) {
+      obj.grpcReportsUndelivered = Math.round(message.grpcReportsUndelivered);
+    }
+    if (message.scopeBodiesUndelivered !== 0) {
+      obj.scopeBodiesUndelivered = Math.round(message.scopeBodiesUndelivered);
+    }
+    if (message.clientsEvicted !== 0) {
+      obj.clientsEvicted = Math.round(message.clientsEvicted);
+    }
+    if (message.clientsExpired !== 0) {
+      obj.clientsExpired = Math.round(message.clientsExpired);
+    }
+    if (message.closesOfEvicted !== 0) {
+      obj.closesOfEvicted = Math.round(message.closesOfEvicted);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeliveryCounters>): DeliveryCounters {
+    return DeliveryCounters.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeliveryCounters>): DeliveryCounters {
+    const message = createBaseDeliveryCounters();
+    message.grpcReportsUndelivered = object.grpcReportsUndelivered ?? 0;
+    message.scopeBodiesUndelivered = object.scopeBodiesUndelivered ?? 0;
+    message.clientsEvicted = object.clientsEvicted ?? 0;
+    message.clientsExpired = object.clientsExpired ?? 0;
+    message.closesOfEvicted = object.closesOfEvicted ?? 0;
     return message;
   },
 };
@@ -1690,10 +1897,15 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
 export type EndpointReporterService = typeof EndpointReporterService;
 export const EndpointReporterService = {
   /**
-   * Open connections now, plus every connection closed since this client's previous Report, each
-   * exactly once per client_id. The first Report of a client_id registers it: it carries open
-   * connections only, and closes are kept for it from then on. A client that stops asking for
-   * longer than the server's client expiry (2 minutes by default) is forgotten.
+   * Open connections now, plus every connection closed since the last answer that reached this
+   * client, each exactly once per client_id: closes count as delivered when the answer has been
+   * written out whole with an OK status before the deadline; an answer that failed, was cancelled
+   * or was reset by the client (e.g. past its receive limit) while being written leaves them for
+   * the next call. The first Report of a client_id registers it: it carries open connections
+   * only, and closes are kept for it from then on. A client that stops asking for longer than the
+   * server's client expiry (2 minutes by default) is forgotten; so is the least recently asking
+   * one when more than 256 client ids are registered. Concurrent Reports under one client_id may
+   * carry the same closes.
    *
    * An empty client_id is an anonymous reader: it gets the open connections only, never closed
    * ones, because nobody could tell which closes an anonymous caller has already seen.
@@ -1735,10 +1947,15 @@ export const EndpointReporterService = {
 
 export interface EndpointReporterServer extends UntypedServiceImplementation {
   /**
-   * Open connections now, plus every connection closed since this client's previous Report, each
-   * exactly once per client_id. The first Report of a client_id registers it: it carries open
-   * connections only, and closes are kept for it from then on. A client that stops asking for
-   * longer than the server's client expiry (2 minutes by default) is forgotten.
+   * Open connections now, plus every connection closed since the last answer that reached this
+   * client, each exactly once per client_id: closes count as delivered when the answer has been
+   * written out whole with an OK status before the deadline; an answer that failed, was cancelled
+   * or was reset by the client (e.g. past its receive limit) while being written leaves them for
+   * the next call. The first Report of a client_id registers it: it carries open connections
+   * only, and closes are kept for it from then on. A client that stops asking for longer than the
+   * server's client expiry (2 minutes by default) is forgotten; so is the least recently asking
+   * one when more than 256 client ids are registered. Concurrent Reports under one client_id may
+   * carry the same closes.
    *
    * An empty client_id is an anonymous reader: it gets the open connections only, never closed
    * ones, because nobody could tell which closes an anonymous caller has already seen.
@@ -1756,10 +1973,15 @@ export interface EndpointReporterServer extends UntypedServiceImplementation {
 
 export interface EndpointReporterClient extends Client {
   /**
-   * Open connections now, plus every connection closed since this client's previous Report, each
-   * exactly once per client_id. The first Report of a client_id registers it: it carries open
-   * connections only, and closes are kept for it from then on. A client that stops asking for
-   * longer than the server's client expiry (2 minutes by default) is forgotten.
+   * Open connections now, plus every connection closed since the last answer that reached this
+   * client, each exactly once per client_id: closes count as delivered when the answer has been
+   * written out whole with an OK status before the deadline; an answer that failed, was cancelled
+   * or was reset by the client (e.g. past its receive limit) while being written leaves them for
+   * the next call. The first Report of a client_id registers it: it carries open connections
+   * only, and closes are kept for it from then on. A client that stops asking for longer than the
+   * server's client expiry (2 minutes by default) is forgotten; so is the least recently asking
+   * one when more than 256 client ids are registered. Concurrent Reports under one client_id may
+   * carry the same closes.
    *
    * An empty client_id is an anonymous reader: it gets the open connections only, never closed
    * ones, because nobody could tell which closes an anonymous caller has already seen.

@@ -22,7 +22,7 @@ class FakeTracker implements LiveTracker {
   lateEvents = 0;
   started = false;
   stopped = false;
-  counts: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0 };
+  counts: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0, badSizeRecords: 0 };
   constructor(readonly hooks: EbpfTrackerHooks, readonly behaviour: { failStart?: boolean; failStop?: boolean }) {}
   start(): void {
     if (this.behaviour.failStart) throw Object.assign(new Error("attach refused"), { code: "ERR_BPF_ATTACH" });

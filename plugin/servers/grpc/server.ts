@@ -9,6 +9,7 @@ import type { Logger } from "../../log.ts";
 import { PluginError } from "../../errors.ts";
 import { DEFAULT_GRPC_SOCKET, type GrpcListen, tcpCredentials, tcpTarget } from "./listen-config.ts";
 import { addReflection } from "./reflection.ts";
+import { deliveryInterceptor } from "./report-delivery.ts";
 import { FastEndpointReporterService } from "./report-encoding.ts";
 import { createEndpointReporterService } from "./service.ts";
 import { bindUnixSocket, type BoundSocket } from "../unix-socket.ts";
@@ -84,6 +85,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     "grpc.max_concurrent_streams": limits.maxConcurrentStreams,
     "grpc.keepalive_time_ms": limits.keepaliveTimeMs,
     "grpc.keepalive_timeout_ms": limits.keepaliveTimeoutMs,
+    interceptors: [deliveryInterceptor],
   });
   const watches = new Set<WatchStream>();
   server.addService(
