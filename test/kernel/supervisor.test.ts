@@ -3,7 +3,8 @@
  * the debug kill switch, and start-up under load. No open connection may disappear across switches.
  */
 import t from "tap";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { defaultObjectPath } from "../../plugin/ebpf/native-addon.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "../../plugin/log.ts";
@@ -210,4 +211,39 @@ t.test("start-up under churn, connections opened while the seed scan runs: the t
   t.ok(held.every((k) => tracked.includes(k)), "every connection that lived through the start is there");
   const duringKeys = tracked.filter((k) => duringPorts.some((p) => k.endsWith(`|${p}`) || k.includes(`|${p}|`)));
   t.equal(duringKeys.length, 20, "the 10 opened during the seed scan are there, both ends, once each");
+});
+
+t.test("an object built from another tracker.h (real, padded records): the tracker dies saying so, /proc takes over, no restart", async (t) => {
+  const padded = join(defaultObjectPath, "..", "test", "tracker-record-pad.bpf.o");
+  t.ok(existsSync(padded), `${padded} is built by scripts/build-bpf.sh`);
+  const t0 = Date.now();
+  const net = network(t);
+  const held = await holdConnections(t, net, 7041, 3);
+  t.comment(`network and held connections in ${Date.now() - t0} ms`);
+  const table = new ConnectionTable({ maxConnections: 65_536 });
+  const supervisor = new Supervisor(table, {
+    source: "auto",
+    kernel: readKernelFacts("/proc", defaultStackConfig.btfPath),
+    ebpf: { objectPath: padded, counterPollMs: 100 },
+    scan: (signal) => scanProcForSupervisor("/proc", signal),
+    heuristic: heuristicDirection,
+    reconcileIntervalMs: 3_600_000,
+    procPollIntervalMs: 500,
+    deathWindowMs: 60_000,
+    firstRetryMs: 3_600_000,
+    maxRetryMs: 3_600_000,
+  }, log);
+  t.teardown(() => supervisor.stop());
+  await supervisor.start();
+  t.comment(`started ${Date.now() - t0} ms after the test began: ${supervisor.status().source}, ${supervisor.status().reason}`);
+  // Any TCP traffic on the host makes records; ours for certain.
+  await burst(t, net, 7042, 20);
+  await waitFor("the fallback", () => supervisor.status().source === "procfs", 10_000);
+  t.comment(`fell back ${Date.now() - t0} ms after the test began`);
+  const status = supervisor.status();
+  t.match(status.reason, /ERR_TRACKER_MISMATCH: \d+ ring-buffer records of the wrong size \(expected 80 bytes\).*rebuild both/);
+  t.ok(status.counters.badSizeRecords > 0, `badSizeRecords ${status.counters.badSizeRecords}`);
+  t.equal(status.counters.restarts, 0, "not restarted: the same build would die alike");
+  t.equal(status.counters.fallbacks, 1);
+  t.ok(held.every((k) => table.has(k)), "the held connections are tracked by /proc");
 });
