@@ -131,9 +131,11 @@ t.test("--source ebpf, two real deaths within a minute: /proc keeps the table ho
   const net = network(t);
   const held = await holdConnections(t, net, 7031, 5);
   const stopFile = join(mkdtempSync(join(tmpdir(), "robust-kill-")), "stop");
-  const stack = await stackFor(t, { source: "ebpf", debugBpfStopFile: stopFile, procPollIntervalMs: 200, requiredRetryMs: 3000 });
+  // The restart is 8 s away: time enough, on a loaded machine, to start a peer while eBPF is down.
+  const stack = await stackFor(t, { source: "ebpf", debugBpfStopFile: stopFile, procPollIntervalMs: 200, requiredRetryMs: 8000 });
   await waitFor("seeded", () => held.every((k) => stack.table.has(k)));
   await peer(t, startServer(net.a.name, net.a.ipv4, 7032, "hold"));
+  await peer(t, startServer(net.a.name, net.a.ipv4, 7033, "hold"));
   const closing = await peer(t, startClient(net.b.name, net.a.ipv4, 7032, 1, true));
   const closingPort = Number(await closing.line());
   const closingKey = connectionKey({ netns: net.b.netns, localAddress: net.b.ipv4, localPort: closingPort, remoteAddress: net.a.ipv4, remotePort: 7032 });
@@ -143,15 +145,21 @@ t.test("--source ebpf, two real deaths within a minute: /proc keeps the table ho
   writeFileSync(stopFile, "");
   await waitFor("the stopgap", () => stack.supervisor.status().source === "procfs", 5000);
   const down = stack.supervisor.status();
-  t.match(down.reason, /eBPF required \(--source ebpf\) but down, \/proc scans keep the table until it is back \(next restart in 3000 ms\): died twice within 60000 ms: ERR_TRACKER_DEAD: killed on purpose/);
+  t.match(down.reason, /eBPF required \(--source ebpf\) but down, \/proc scans keep the table until it is back \(next restart in 8000 ms\): died twice within 60000 ms: ERR_TRACKER_DEAD: killed on purpose/);
   // While eBPF is down a connection closes (its process is killed) and one opens: the /proc polls see both.
   await closing.stop();
-  const fresh = await holdConnections(t, net, 7033, 1);
-  await waitFor("the close and the open seen by /proc polls", () => !stack.table.has(closingKey) && fresh.every((k) => stack.table.has(k)), 2500);
-  t.equal(stack.supervisor.status().source, "procfs", "seen while eBPF was still down");
-  await waitFor("eBPF back after the back-off", () => stack.supervisor.status().source === "ebpf", 6000);
+  const opener = await peer(t, startClient(net.b.name, net.a.ipv4, 7033, 1, true));
+  const freshPort = Number(await opener.line());
+  const fresh = [connectionKey({ netns: net.b.netns, localAddress: net.b.ipv4, localPort: freshPort, remoteAddress: net.a.ipv4, remotePort: 7033 })];
+  let seenWhile = "";
+  await waitFor("the close and the open seen by /proc polls", () => {
+    seenWhile = stack.supervisor.status().source;
+    return !stack.table.has(closingKey) && fresh.every((k) => stack.table.has(k));
+  }, 7000);
+  t.equal(seenWhile, "procfs", "seen while eBPF was still down");
+  await waitFor("eBPF back after the back-off", () => stack.supervisor.status().source === "ebpf", 12_000);
   const back = stack.supervisor.status();
-  t.match(back.reason, /eBPF retried after 3000 ms back-off and came back/);
+  t.match(back.reason, /eBPF retried after 8000 ms back-off and came back/);
   t.equal(back.counters.restarts, 2);
   t.equal(back.counters.fallbacks, 0);
   t.ok([...held, ...fresh].every((k) => stack.table.has(k)), "nothing open lost across the deaths");
