@@ -5,7 +5,8 @@
  * Emits one struct tracker_event (bpf/tracker.h) per
  *   CONNECT  outgoing connection established  (sock/inet_sock_set_state SYN_SENT -> ESTABLISHED)
  *   ACCEPT   accept()/accept4() returned a TCP socket  (syscalls/sys_exit_accept{,4})
- *   CLOSE    an established connection reached TCP_CLOSE  (sock/inet_sock_set_state)
+ *   CLOSE    a connection left the open states (ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT)
+ *            for LAST_ACK, CLOSING or CLOSE  (sock/inet_sock_set_state)
  * into the "events" ring buffer, and counts what it could not report in "counters".
  *
  * Only tracepoints are used (no kprobes / fentry): they are stable ABI and are
@@ -199,6 +200,16 @@ static __always_inline void emit_connect(const struct trace_event_raw_inet_sock_
 	submit_event(e);
 }
 
+/*
+ * Open, as Scope's procspy reads /proc: established or half-closed. The /proc source
+ * (plugin/procfs/tcp-table.ts) keeps the same set.
+ */
+static __always_inline bool is_open_state(int state)
+{
+	return state == TCP_ESTABLISHED || state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 ||
+	       state == TCP_CLOSE_WAIT;
+}
+
 SEC("tracepoint/sock/inet_sock_set_state")
 int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
@@ -256,19 +267,15 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		return 0;
 	}
 
-	if (newstate != TCP_CLOSE)
+	/*
+	 * Closed when it leaves the open states: into LAST_ACK or CLOSING (both ends sent FIN,
+	 * the socket may linger unacknowledged) or CLOSE (a reset, or FIN_WAIT2 handing over to
+	 * its time-wait remnant; the full socket never enters TIME_WAIT). LAST_ACK/CLOSING ->
+	 * CLOSE was reported already. Decided here, not in user space: one record per
+	 * connection either way, and user space never sees the states.
+	 */
+	if (!is_open_state(oldstate) || is_open_state(newstate))
 		return 0;
-	switch (oldstate) {
-	case TCP_ESTABLISHED:
-	case TCP_FIN_WAIT1:
-	case TCP_FIN_WAIT2:
-	case TCP_CLOSE_WAIT:
-	case TCP_LAST_ACK:
-	case TCP_CLOSING:
-		break;
-	default:
-		return 0;
-	}
 
 	/* May run in softirq: pid/comm stay 0/"" */
 	struct tracker_event *e = reserve_event(TRACKER_EVENT_CLOSE, key);
