@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const status = stack.supervisor.status();
-  log.info("ready", { source: status.source, reason: status.reason, hostId: config.hostId, glibcTunables: allocator.glibcTunables, v8OldSpaceFloorMiB: heap.oldSpaceFloorMiB });
+  log.info("ready", { source: status.source, reason: status.reason, attachments: status.attachments, hostId: config.hostId, glibcTunables: allocator.glibcTunables, v8OldSpaceFloorMiB: heap.oldSpaceFloorMiB });
 
   let stopping = false;
   const shutdown = async (signal: string) => {

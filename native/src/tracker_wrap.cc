@@ -61,6 +61,7 @@ Napi::Function Tracker::Init(Napi::Env env) {
                      {
                          InstanceMethod<&Tracker::Counters>("counters"),
                          InstanceMethod<&Tracker::AttachedPrograms>("attachedPrograms"),
+                         InstanceMethod<&Tracker::Attachments>("attachments"),
                          InstanceMethod<&Tracker::Stop>("stop"),
                          InstanceMethod<&Tracker::RefLoop>("ref"),
                          InstanceMethod<&Tracker::UnrefLoop>("unref"),
@@ -112,6 +113,11 @@ Tracker::Tracker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tracker>(inf
     wakeup_ = v.As<Napi::Boolean>().Value();
   }
   bpf_options.wakeup = wakeup_;
+  v = opts.Get("tracepointsOnly");
+  if (!v.IsUndefined()) {
+    if (!v.IsBoolean()) ThrowType(env, "options.tracepointsOnly must be a boolean");
+    bpf_options.tracepoints_only = v.As<Napi::Boolean>().Value();
+  }
 
   v = opts.Get("onBatch");
   if (!v.IsFunction()) ThrowType(env, "options.onBatch must be a function");
@@ -448,6 +454,23 @@ Napi::Value Tracker::AttachedPrograms(const Napi::CallbackInfo& info) {
   if (running_ && bpf_) {
     uint32_t i = 0;
     for (const std::string& name : bpf_->attached()) out.Set(i++, Napi::String::New(info.Env(), name));
+  }
+  return out;
+}
+
+Napi::Value Tracker::Attachments(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env);
+  if (running_ && bpf_) {
+    uint32_t i = 0;
+    for (const scope_tracker::Attachment& a : bpf_->attachments()) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("hook", a.hook);
+      o.Set("type", a.type.empty() ? env.Null() : Napi::String::New(env, a.type));
+      o.Set("program", a.section.empty() ? env.Null() : Napi::String::New(env, a.section));
+      o.Set("reason", a.reason);
+      out.Set(i++, o);
+    }
   }
   return out;
 }

@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { existsSync } from "node:fs";
 import { PluginError } from "../errors.ts";
+import type { ProgramAttachment } from "../model/status.ts";
 
 export interface NativeCounters {
   lost: number;
@@ -15,6 +16,8 @@ export interface NativeCounters {
 
 export interface NativeTrackerOptions {
   objectPath: string;
+  /** Never try tp_btf: the classic tracepoints everywhere (for comparison and as an escape hatch). */
+  tracepointsOnly?: boolean;
   ringBufferBytes?: number;
   drainIntervalMs?: number;
   wakeup?: boolean;
@@ -25,6 +28,8 @@ export interface NativeTrackerOptions {
 export interface NativeTracker {
   counters(): NativeCounters;
   attachedPrograms(): string[];
+  /** Every hook, with the program type attached to it and why; empty once stopped. */
+  attachments(): ProgramAttachment[];
   stop(): void;
 }
 

@@ -260,6 +260,20 @@ export interface TrackerStatus {
   watchers: number;
   /** The same instant as `since`, in milliseconds since the epoch, for scripts. */
   sinceUnixMs: number;
+  /** While eBPF is live: the program attached to each kernel hook and why. Empty otherwise. */
+  attachments: ProgramAttachment[];
+}
+
+/** Which BPF program serves one kernel hook on this kernel. */
+export interface ProgramAttachment {
+  /** "inet_sock_set_state", "sys_exit_accept", "sys_exit_accept4". */
+  hook: string;
+  /** "tp_btf" (BTF raw tracepoint) or "tracepoint" (classic); empty when the hook is not attached. */
+  type: string;
+  /** The program's ELF section in the BPF object; empty when not attached. */
+  program: string;
+  /** Why this type, and why not the preferred one. */
+  reason: string;
 }
 
 function createBaseReportRequest(): ReportRequest {
@@ -1280,7 +1294,16 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
 };
 
 function createBaseTrackerStatus(): TrackerStatus {
-  return { source: 0, since: undefined, reason: "", counters: undefined, clients: 0, watchers: 0, sinceUnixMs: 0 };
+  return {
+    source: 0,
+    since: undefined,
+    reason: "",
+    counters: undefined,
+    clients: 0,
+    watchers: 0,
+    sinceUnixMs: 0,
+    attachments: [],
+  };
 }
 
 export const TrackerStatus: MessageFns<TrackerStatus> = {
@@ -1305,6 +1328,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     }
     if (message.sinceUnixMs !== 0) {
       writer.uint32(56).int64(message.sinceUnixMs);
+    }
+    for (const v of message.attachments) {
+      ProgramAttachment.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1378,6 +1404,14 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
             message.sinceUnixMs = longToNumber(reader.int64());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.attachments.push(ProgramAttachment.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1403,6 +1437,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
         : isSet(object.since_unix_ms)
         ? globalThis.Number(object.since_unix_ms)
         : 0,
+      attachments: globalThis.Array.isArray(object?.attachments)
+        ? object.attachments.map((e: any) => ProgramAttachment.fromJSON(e))
+        : [],
     };
   },
 
@@ -1429,6 +1466,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     if (message.sinceUnixMs !== 0) {
       obj.sinceUnixMs = Math.round(message.sinceUnixMs);
     }
+    if (message.attachments?.length) {
+      obj.attachments = message.attachments.map((e) => ProgramAttachment.toJSON(e));
+    }
     return obj;
   },
 
@@ -1446,6 +1486,124 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     message.clients = object.clients ?? 0;
     message.watchers = object.watchers ?? 0;
     message.sinceUnixMs = object.sinceUnixMs ?? 0;
+    message.attachments = object.attachments?.map((e) => ProgramAttachment.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseProgramAttachment(): ProgramAttachment {
+  return { hook: "", type: "", program: "", reason: "" };
+}
+
+export const ProgramAttachment: MessageFns<ProgramAttachment> = {
+  encode(message: ProgramAttachment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hook !== "") {
+      writer.uint32(10).string(message.hook);
+    }
+    if (message.type !== "") {
+      writer.uint32(18).string(message.type);
+    }
+    if (message.program !== "") {
+      writer.uint32(26).string(message.program);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProgramAttachment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProgramAttachment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hook = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.type = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.program = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ProgramAttachment {
+    return {
+      hook: isSet(object.hook) ? globalThis.String(object.hook) : "",
+      type: isSet(object.type) ? globalThis.String(object.type) : "",
+      program: isSet(object.program) ? globalThis.String(object.program) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: ProgramAttachment): unknown {
+    const obj: any = {};
+    if (message.hook !== "") {
+      obj.hook = message.hook;
+    }
+    if (message.type !== "") {
+      obj.type = message.type;
+    }
+    if (message.program !== "") {
+      obj.program = message.program;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ProgramAttachment>): ProgramAttachment {
+    return ProgramAttachment.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ProgramAttachment>): ProgramAttachment {
+    const message = createBaseProgramAttachment();
+    message.hook = object.hook ?? "";
+    message.type = object.type ?? "";
+    message.program = object.program ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };

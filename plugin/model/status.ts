@@ -18,6 +18,17 @@ export interface TrackerCounters {
   malformedRecords: number;
 }
 
+/** Which BPF program serves one kernel hook, and why that type (native/src/attach_plan.c decides). */
+export interface ProgramAttachment {
+  /** The kernel hook: "inet_sock_set_state", "sys_exit_accept", "sys_exit_accept4". */
+  hook: string;
+  /** "tp_btf" (BTF raw tracepoint) or "tracepoint" (classic); null when the hook is not attached on this kernel. */
+  type: "tp_btf" | "tracepoint" | null;
+  /** The program's ELF section in build/tracker.bpf.o; null when not attached. */
+  program: string | null;
+  reason: string;
+}
+
 export interface TrackerStatus {
   source: SourceKind;
   /** Milliseconds since the epoch when the live source became live. */
@@ -25,6 +36,8 @@ export interface TrackerStatus {
   /** Why this source is live: the exact error or the policy that chose it. */
   reason: string;
   counters: TrackerCounters;
+  /** While eBPF is live: what got attached to each hook and why. Absent otherwise. */
+  attachments?: ProgramAttachment[];
 }
 
 export function emptyCounters(): TrackerCounters {

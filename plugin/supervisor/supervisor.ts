@@ -21,7 +21,7 @@ import { reconcileTable } from "./reconcile.ts";
 export type SourceChoice = "auto" | "ebpf" | "procfs";
 
 /** What the supervisor needs of a live tracker; EbpfTracker is the one real implementation. */
-export type LiveTracker = Pick<EbpfTracker, "start" | "stop" | "flush" | "counters" | "attachedPrograms" | "eventsReceived" | "heldBack" | "malformedRecords">;
+export type LiveTracker = Pick<EbpfTracker, "start" | "stop" | "flush" | "counters" | "attachedPrograms" | "attachments" | "eventsReceived" | "heldBack" | "malformedRecords">;
 export type TrackerFactory = (table: ConnectionTable, hooks: EbpfTrackerHooks, options: EbpfTrackerOptions) => LiveTracker;
 
 export interface SupervisorOptions {
@@ -135,6 +135,7 @@ export class Supervisor {
         closesOfUnknown: this.#table.closesOfUnknown,
         evictions: this.#table.evictions,
       },
+      ...(this.#source === "ebpf" && tracker !== undefined ? { attachments: tracker.attachments() } : {}),
     };
   }
 
@@ -165,7 +166,7 @@ export class Supervisor {
     this.#setLive("ebpf", reason);
     // Attached first, seeded second: whatever happens during the scan is seen as an event.
     await this.#serialScan(() => this.#scanAndReconcile());
-    this.#log.info("eBPF tracker live", { programs: tracker.attachedPrograms(), reason });
+    this.#log.info("eBPF tracker live", { programs: tracker.attachedPrograms(), attachments: tracker.attachments(), reason });
     this.#reconcileTimer = setInterval(() => void this.reconcileNow().catch((e) => this.#log.warn("reconcile failed", { error: describeError(e) })), this.#options.reconcileIntervalMs);
     this.#reconcileTimer.unref?.();
   }

@@ -12,7 +12,7 @@ import { defaultStackConfig, startTrackerStack, type StackConfig, type TrackerSt
 import { scanProc } from "../../plugin/procfs/index.ts";
 import { createTestNetwork, type TestNetwork } from "../helpers/netns.ts";
 import { type Peer, startClient, startServer } from "../helpers/peers.ts";
-import { waitFor } from "../helpers/wait.ts";
+import { timeScale, waitFor } from "../helpers/wait.ts";
 
 const log = createLogger("silent");
 
@@ -137,7 +137,7 @@ t.test("start-up under load: after settling the table matches the kernel's view,
   const inTestNamespaces = (netns: number) => netns === net.a.netns || netns === net.b.netns;
   let kernel: string[] = [];
   let table: string[] = [];
-  const settleBy = Date.now() + 5000;
+  const settleBy = Date.now() + 5000 * timeScale;
   do {
     await new Promise((r) => setTimeout(r, 200));
     kernel = (await scanProc({ procRoot: "/proc" })).connections.filter((c) => inTestNamespaces(c.netns)).map(connectionKey).sort();
