@@ -316,13 +316,96 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	return 0;
 }
 
+/*
+ * A tp_btf program still guards against itself: a run that starts while the same program is running
+ * on that CPU is skipped (and counted). That happens when a softirq lands inside a process-context
+ * run, and on kernels whose tracepoints run preemptible (6.18) when another task's state change
+ * preempts one. So the state change has two tp_btf programs, attached in this order: the first does
+ * the work and pushes the change onto a per-CPU stack; the second pops it, and does the work itself
+ * only when it is not there, i.e. when the first was skipped for this very change. The second's own
+ * runs are a few instructions, so it is almost never the one running when the next change lands.
+ */
+#define NEST_SLOTS 8
+
+struct nest_tag {
+	__u64 sk;
+	__u32 states; /* oldstate << 16 | newstate */
+	__u32 unused;
+};
+
+struct nest_stack {
+	__u32 depth;
+	__u32 unused;
+	struct nest_tag tag[NEST_SLOTS];
+};
+
+/*
+ * nesting: per-CPU stack of the state changes the first program has handled and the second has not
+ * yet seen. Written by handle_set_state_btf (push) and handle_set_state_btf_backstop (pop); one entry.
+ * Bound: NEST_SLOTS tags per CPU; past that the oldest is overwritten (a tag left by a run the second
+ * program missed is pushed out that way).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nest_stack);
+} nesting SEC(".maps");
+
+static __always_inline bool is_tcp(const struct sock *sk)
+{
+	/* sk_protocol: an 8-bit bitfield before 5.6, a plain u16 since; probe both. */
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
+}
+
 /* Preferred: BTF raw tracepoint (see the top of this file). */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_btf, const struct sock *sk, int oldstate, int newstate)
 {
-	/* sk_protocol: an 8-bit bitfield before 5.6, a plain u16 since; probe both. */
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	__u32 zero = 0;
+	struct nest_stack *st;
+
+	if (!is_tcp(sk))
 		return 0;
+	st = bpf_map_lookup_elem(&nesting, &zero);
+	if (st) {
+		__u32 d = st->depth;
+		struct nest_tag *t = &st->tag[d & (NEST_SLOTS - 1)];
+
+		t->sk = (__u64)sk;
+		t->states = (__u32)oldstate << 16 | ((__u32)newstate & 0xffff);
+		st->depth = d + 1;
+	}
+	return on_set_state(sk, oldstate, newstate, NULL);
+}
+
+/* Attached after handle_set_state_btf: handles what that one was skipped for. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state_btf_backstop, const struct sock *sk, int oldstate, int newstate)
+{
+	__u32 zero = 0, states = (__u32)oldstate << 16 | ((__u32)newstate & 0xffff);
+	struct nest_stack *st;
+
+	if (!is_tcp(sk))
+		return 0;
+	st = bpf_map_lookup_elem(&nesting, &zero);
+	if (!st)
+		return on_set_state(sk, oldstate, newstate, NULL);
+	__u32 d = st->depth;
+
+#pragma unroll
+	for (int i = 1; i <= NEST_SLOTS; i++) {
+		if (d < (__u32)i)
+			break;
+		struct nest_tag *t = &st->tag[(d - i) & (NEST_SLOTS - 1)];
+
+		if (t->sk == (__u64)sk && t->states == states) {
+			/* Handled by the first program; drop it and any stale tag above it. */
+			st->depth = d - i;
+			return 0;
+		}
+	}
+	count(TRACKER_COUNTER_BACKSTOP);
 	return on_set_state(sk, oldstate, newstate, NULL);
 }
 

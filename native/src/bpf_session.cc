@@ -22,9 +22,11 @@ namespace {
 
 constexpr const char* kVmlinuxBtf = "/sys/kernel/btf/vmlinux";
 constexpr const char* kTracefs = "/sys/kernel/tracing";
+constexpr const char* kFirstStateProgram = "handle_set_state_btf";
+constexpr const char* kBackstopStateProgram = "handle_set_state_btf_backstop";
 constexpr const char* kDebugfsTracing = "/sys/kernel/debug/tracing";
 
-static_assert(TRACKER_COUNTER_MAX == 4, "Counters has one slot per enum tracker_counter, plus kCounterMissed");
+static_assert(TRACKER_COUNTER_MAX == 5, "Counters has one slot per enum tracker_counter, plus kCounterMissed");
 
 // strerror, plus libbpf's own codes (LIBBPF_ERRNO__*, 4000 and up).
 std::string ErrnoText(int err) {
@@ -236,6 +238,7 @@ void BpfSession::LoadAndAttach(const BpfOptions& options) {
     links_.push_back(link);
     attached_names_.push_back(section);
     attached_prog_fds_.push_back(bpf_program__fd(prog));
+    attached_prog_names_.push_back(bpf_program__name(prog));
   }
 
   events_fd_ = bpf_map__fd(events);
@@ -262,12 +265,23 @@ bool BpfSession::ReadCounters(Counters* out) const {
     if (bpf_map_lookup_elem(counters_fd_, &key, per_cpu.data()) != 0) return false;
     for (uint64_t v : per_cpu) (*out)[key] += v;
   }
-  for (int fd : attached_prog_fds_) {
+  // A run of the first tp_btf state program that the kernel skipped was handled by the backstop
+  // program (counted in TRACKER_COUNTER_BACKSTOP) unless the backstop was skipped too: only what
+  // neither handled is missed. Every other program's skips are missed events.
+  uint64_t first_missed = 0, backstop_missed = 0;
+  for (size_t i = 0; i < attached_prog_fds_.size(); i++) {
     bpf_prog_info info = {};
     __u32 len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return false;
+    if (bpf_obj_get_info_by_fd(attached_prog_fds_[i], &info, &len) != 0) return false;
+    if (attached_prog_names_[i] == kFirstStateProgram) {
+      first_missed = info.recursion_misses;
+      continue;
+    }
+    if (attached_prog_names_[i] == kBackstopStateProgram) backstop_missed = info.recursion_misses;
     (*out)[kCounterMissed] += info.recursion_misses;
   }
+  uint64_t recovered = (*out)[TRACKER_COUNTER_BACKSTOP] + backstop_missed;
+  if (first_missed > recovered) (*out)[kCounterMissed] += first_missed - recovered;
   return true;
 }
 

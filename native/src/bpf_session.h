@@ -83,6 +83,7 @@ class BpfSession {
   bpf_object* obj_ = nullptr;
   std::vector<bpf_link*> links_;
   std::vector<int> attached_prog_fds_;
+  std::vector<std::string> attached_prog_names_;
   std::vector<std::string> attached_names_;
   std::vector<Attachment> attachments_;
   int events_fd_ = -1;

@@ -435,6 +435,7 @@ Napi::Object Tracker::CountersObject(Napi::Env env, const scope_tracker::Counter
   o.Set("connectNoPid", Napi::Number::New(env, static_cast<double>(c[TRACKER_COUNTER_CONNECT_NO_PID])));
   o.Set("acceptNoSock", Napi::Number::New(env, static_cast<double>(c[TRACKER_COUNTER_ACCEPT_NO_SOCK])));
   o.Set("missed", Napi::Number::New(env, static_cast<double>(c[scope_tracker::kCounterMissed])));
+  o.Set("backstop", Napi::Number::New(env, static_cast<double>(c[TRACKER_COUNTER_BACKSTOP])));
   return o;
 }
 

@@ -12,6 +12,11 @@ export interface NativeCounters {
   acceptNoSock: number;
   /** Runs of our programs the kernel skipped (BPF recursion protection): those events never happened for us. */
   missed: number;
+  /**
+   * State changes the first tp_btf program was skipped for (a softirq or a preempting task's change
+   * landed inside its run) and its backstop program handled: not missed, shown for diagnostics.
+   */
+  backstop?: number;
 }
 
 export interface NativeTrackerOptions {
