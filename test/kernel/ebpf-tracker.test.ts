@@ -7,6 +7,7 @@ import { execFileSync } from "node:child_process";
 import { createLogger } from "../../plugin/log.ts";
 import { connectionKey, type Connection } from "../../plugin/model/connection.ts";
 import { defaultStackConfig, startTrackerStack, type TrackerStack } from "../../plugin/plugin.ts";
+import { expectedAttachments, readKernelFacts } from "../../plugin/supervisor/kernel-support.ts";
 import { createTestNetwork } from "../helpers/netns.ts";
 import { startClient, startServer } from "../helpers/peers.ts";
 import { emulated, timeScale, waitFor } from "../helpers/wait.ts";
@@ -165,6 +166,8 @@ async function burstSeesEverything(t: Test, count: number, port: number, timeout
   }
   t.equal([...stack.table.values()].filter((x) => x.localPort === port || x.remotePort === port).length, 0, "none left open");
   t.equal(status.source, "ebpf", `eBPF still live (${status.reason})`);
+  t.same(status.attachments?.map(({ hook, type }) => ({ hook, type })), expectedAttachments(readKernelFacts("/proc", "/sys/kernel/btf/vmlinux")),
+    "status says what is attached to each hook, as the kernel gate's table expects for this kernel");
 }
 
 t.test("5,000 connections in a burst: every connect, accept and close seen, none healed", (t) => burstSeesEverything(t, 5000, 8083, 30_000));
