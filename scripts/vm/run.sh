@@ -33,7 +33,7 @@ started=$(date +%s)
 timeout "${VM_TIMEOUT:-3600}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max \
   -smp "${VM_SMP:-2}" -m "${VM_MEM:-2G}" -nographic -no-reboot -net none \
   -kernel "$kdir/vmlinuz" -initrd "$kdir/initramfs.cpio.gz" \
-  -append "console=ttyS0 panic=-1 rdinit=/init mitigations=off loglevel=4 vm_stage2=$VM_DIR/guest-stage2.sh" \
+  -append "console=ttyS0 panic=-1 rdinit=/init mitigations=off loglevel=4 no_timer_check vm_stage2=$VM_DIR/guest-stage2.sh" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs "local,path=$run,mount_tag=vmrun,security_model=none,multidevs=remap" \
   -device virtio-rng-pci </dev/null >"$run/console.log" 2>&1 &
