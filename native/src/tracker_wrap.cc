@@ -280,7 +280,7 @@ Napi::Value Tracker::AttachedPrograms(const Napi::CallbackInfo& info) {
 Napi::Value Tracker::Attachments(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Array out = Napi::Array::New(env);
-  if (running_ && bpf_) {
+  if (running() && bpf_) {
     uint32_t i = 0;
     for (const scope_tracker::Attachment& a : bpf_->attachments()) {
       Napi::Object o = Napi::Object::New(env);
