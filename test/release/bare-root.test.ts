@@ -13,6 +13,8 @@ import {
   listDir, nodeRoot, releaseTarball, runtimeLibraries, awaitScopeNodes, socketsUnder, startScenario,
 } from "./release-kit.ts";
 
+t.setTimeout(900_000);
+
 t.test("the tarball installs offline in a bare Debian 12 root and its bin tracks real connections there with eBPF", async (t) => {
   const tarball = releaseTarball();
   const root = nodeRoot();

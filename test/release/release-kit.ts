@@ -181,8 +181,8 @@ export interface RunningPlugin {
 }
 
 /** Spawns a plugin command and waits for its `ready` log record. */
-export async function spawnUntilReady(command: string, args: readonly string[], what: string, timeoutMs = 60_000): Promise<RunningPlugin> {
-  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+export async function spawnUntilReady(command: string, args: readonly string[], what: string, env: NodeJS.ProcessEnv = process.env, timeoutMs = 60_000): Promise<RunningPlugin> {
+  const child = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   let onReady: ((r: Record<string, unknown>) => void) | undefined;
@@ -257,11 +257,14 @@ export interface Row {
 }
 
 const SCENARIO_PORT = 8712;
+const RELEASE_SUBNET = 212;
+let scenarios = 0;
 const hostPort = (address: string, port: number) => `${address}:${port}`;
 
 /** Servers in namespace a holding a connection each from namespace b, one over IPv4, one over IPv6. */
 export async function startScenario(tag: string): Promise<Scenario> {
-  const net = createTestNetwork(tag);
+  // Addresses no other test uses (those count up from 10.100): Scope's node ids carry no namespace.
+  const net = createTestNetwork(tag, RELEASE_SUBNET + (scenarios++ % 20));
   const peers: Peer[] = [];
   const stop = async () => {
     await Promise.all(peers.map((p) => p.stop()));
@@ -300,11 +303,12 @@ export function grpcClient(socket: string): EndpointReporterClient {
 }
 
 /** The scenario's rows as a gRPC client reads them, and the status beside them. */
-export async function grpcRows(socket: string, ports: readonly number[]): Promise<{ rows: Row[]; status: TrackerStatus; sources: Source[] }> {
+export async function grpcRows(socket: string, scenario: Pick<Scenario, "ports" | "net">): Promise<{ rows: Row[]; status: TrackerStatus; sources: Source[] }> {
   const client = grpcClient(socket);
+  const namespaces = [scenario.net.a.netns, scenario.net.b.netns];
   try {
     const report = await unary<EndpointReport>((cb) => client.report({ clientId: "" }, cb));
-    const ours = report.connections.filter((c) => ports.includes(c.localPort) || ports.includes(c.remotePort));
+    const ours = report.connections.filter((c) => namespaces.includes(c.networkNamespace) && (scenario.ports.includes(c.localPort) || scenario.ports.includes(c.remotePort)));
     const rows = ours.map((c) => ({
       local: hostPort(c.localAddress, c.localPort),
       remote: hostPort(c.remoteAddress, c.remotePort),
@@ -338,7 +342,7 @@ export async function awaitScenarioRows(socket: string, scenario: Scenario, time
   await waitFor("the scenario's rows over gRPC", () => {
     if (!pending) {
       pending = true;
-      grpcRows(socket, scenario.ports).then((r) => (last = r), () => undefined).finally(() => (pending = false));
+      grpcRows(socket, scenario).then((r) => (last = r), () => undefined).finally(() => (pending = false));
     }
     return last !== undefined && last.rows.length >= scenario.expected.length;
   }, timeoutMs, 200);
