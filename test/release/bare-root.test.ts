@@ -10,7 +10,7 @@ import { pluginGlibcTunables } from "../../plugin/allocator-policy.ts";
 import { heapPolicy, pluginV8Flags } from "../../plugin/heap-policy.ts";
 import {
   BIN, BUILD_TOOLS, INSTALL_PREFIX, SCENARIO_SOURCE_EBPF, awaitScenarioRows, buildToolsIn, chrootPlugin, installTarballInRoot,
-  listDir, nodeRoot, releaseTarball, runtimeLibraries, awaitScopeNodes, socketsUnder, startScenario,
+  listDir, nodeRoot, releaseTarball, runtimeLibraries, awaitScopeNodes, unitBoundingSet, socketsUnder, startScenario,
 } from "./release-kit.ts";
 
 t.setTimeout(900_000);
@@ -63,4 +63,15 @@ t.test("the tarball installs offline in a bare Debian 12 root and its bin tracks
   t.match(scope.description, /ebpf/i, "the plugin's description says eBPF is live");
 
   t.equal(await plugin.stop(), 0, "SIGTERM: exit 0");
+
+  // The systemd unit's CapabilityBoundingSet is enough: eBPF, and the same rows.
+  const bounded = unitBoundingSet();
+  const boundedDir = mkdtempSync("/tmp/endpoint-reporter-release-run-");
+  t.teardown(() => rmSync(boundedDir, { recursive: true, force: true }));
+  const limited = await chrootPlugin(root.dir, boundedDir, ["--reconcile-interval-ms", "600000"], bounded.wrapper);
+  t.teardown(() => limited.stop());
+  t.equal(limited.ready.source, "ebpf", `eBPF live with only ${bounded.capabilities.join(" ")}`);
+  const limitedSeen = await awaitScenarioRows(socketsUnder(boundedDir).grpc, scenario);
+  t.same(limitedSeen.rows, scenario.expected, "the same rows with the unit's capabilities");
+  t.equal(await limited.stop(), 0);
 });

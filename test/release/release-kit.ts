@@ -169,6 +169,16 @@ export function buildToolsIn(rootDir: string): string[] {
 }
 
 /** Where a plugin's sockets are seen from the host: `runDir` is what it has as /var/run/scope. */
+/** The systemd unit's CapabilityBoundingSet as a setpriv command that applies it (setpriv runs in the root). */
+export function unitBoundingSet(): { capabilities: string[]; wrapper: string[] } {
+  const unit = readFileSync(join(ROOT, "scripts/deploy/endpoint-reporter.service"), "utf8");
+  const line = /^CapabilityBoundingSet=(.*)$/m.exec(unit);
+  if (line === null) throw new Error("the unit has no CapabilityBoundingSet");
+  const capabilities = line[1].trim().split(/\s+/);
+  const names = capabilities.map((c) => `+${c.replace(/^CAP_/, "").toLowerCase()}`);
+  return { capabilities, wrapper: ["/usr/bin/setpriv", `--bounding-set=-all,${names.join(",")}`, "--"] };
+}
+
 export function socketsUnder(runDir: string): { grpc: string; scope: string } {
   return { grpc: join(runDir, "endpoint-reporter.sock"), scope: join(runDir, "plugins/endpoint-reporter/endpoint-reporter.sock") };
 }
@@ -223,7 +233,7 @@ export async function spawnUntilReady(command: string, args: readonly string[], 
  * after it): /proc, /sys (with /sys/fs/bpf and tracefs), /dev from the host, and `runDir` as its
  * /var/run/scope, where both sockets are made at their default paths.
  */
-export function chrootPlugin(rootDir: string, runDir: string, args: readonly string[] = []): Promise<RunningPlugin> {
+export function chrootPlugin(rootDir: string, runDir: string, args: readonly string[] = [], wrapper: readonly string[] = []): Promise<RunningPlugin> {
   const script = [
     'set -e; r="$1"; d="$2"; shift 2',
     'mount --bind /proc "$r/proc"',
@@ -233,7 +243,7 @@ export function chrootPlugin(rootDir: string, runDir: string, args: readonly str
     'mkdir -p "$r/run/scope"; mount --bind "$d" "$r/run/scope"',
     'exec chroot "$r" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root "$@"',
   ].join("\n");
-  return spawnUntilReady("unshare", ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "chroot-plugin", rootDir, runDir, BIN, ...args], "plugin chrooted in the bare root");
+  return spawnUntilReady("unshare", ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "chroot-plugin", rootDir, runDir, ...wrapper, BIN, ...args], "plugin chrooted in the bare root");
 }
 
 export interface Scenario {
