@@ -9,7 +9,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { deploymentRun, PRIVILEGE_ARGS } from "./podman-kit.ts";
-import { aptEnsure, INSTALL_PREFIX, releaseTarball, ROOT } from "./release-kit.ts";
+import { aptEnsure, INSTALL_PREFIX, releaseTarball, ROOT, socketsUnder, spawnUntilReady } from "./release-kit.ts";
+import { DENO_BIN } from "../helpers/plugin-child.ts";
+import { pluginGlibcTunables } from "../../plugin/allocator-policy.ts";
 
 const UNIT = join(ROOT, "scripts/deploy/endpoint-reporter.service");
 const DAEMONSET = join(ROOT, "scripts/deploy/endpoint-reporter-daemonset.yaml");
@@ -38,6 +40,19 @@ t.test("the systemd unit verifies against an install of the tarball", async (t) 
   const result = verify(here);
   t.ok(result.ok, `systemd-analyze verify: ${result.output || "clean"}`);
   t.equal(result.output.trim(), "", "no warning");
+
+  // The same install under Deno 2 (the package's JavaScript, as README "Deploy" says), read by the CLI bin.
+  const pkg = join(prefix, "node_modules/scope-endpoint-reporter");
+  const runDir = mkdtempSync("/tmp/endpoint-reporter-release-run-");
+  t.teardown(() => rmSync(runDir, { recursive: true, force: true }));
+  const sockets = socketsUnder(runDir);
+  const deno = await spawnUntilReady("sh", ["-c", 'cd "$1" && shift && exec "$@"', "deno-release", pkg, DENO_BIN, "run", "--allow-all", "--v8-flags=--initial-old-space-size=64", "dist/plugin/main.js",
+    "--grpc-socket", sockets.grpc, "--plugins-root", join(runDir, "plugins"), "--reconcile-interval-ms", "600000"], "the release under Deno", { ...process.env, GLIBC_TUNABLES: pluginGlibcTunables() });
+  t.teardown(() => deno.stop());
+  t.equal(deno.ready.source, "ebpf", "Deno runs the release's JavaScript, eBPF live");
+  const status = execFileSync(join(prefix, "node_modules/.bin/endpoint-reporter-cli"), ["--socket", sockets.grpc, "--json", "status"], { encoding: "utf8" });
+  t.match(JSON.parse(status), { source: /EBPF/i }, "the CLI bin reads its status");
+  await deno.stop();
 
   rmSync(join(prefix, "node_modules/.bin/endpoint-reporter"));
   const broken = verify(here);
