@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { existsSync } from "node:fs";
 import { PluginError } from "../errors.ts";
+import type { ProgramAttachment } from "../model/status.ts";
 
 export interface NativeCounters {
   lost: number;
@@ -13,10 +14,17 @@ export interface NativeCounters {
   missed: number;
   /** Ring-buffer records whose size is not the addon's struct tracker_event: dropped, never decoded (object and addon disagree). */
   badSizeRecords: number;
+  /**
+   * State changes the first tp_btf program was skipped for (a softirq or a preempting task's change
+   * landed inside its run) and its backstop program handled: not missed, shown for diagnostics.
+   */
+  backstop?: number;
 }
 
 export interface NativeTrackerOptions {
   objectPath: string;
+  /** Never try tp_btf: the classic tracepoints everywhere (for comparison and as an escape hatch). */
+  tracepointsOnly?: boolean;
   ringBufferBytes?: number;
   drainIntervalMs?: number;
   wakeup?: boolean;
@@ -27,6 +35,8 @@ export interface NativeTrackerOptions {
 export interface NativeTracker {
   counters(): NativeCounters;
   attachedPrograms(): string[];
+  /** Every hook, with the program type attached to it and why; empty once stopped. */
+  attachments(): ProgramAttachment[];
   stop(): void;
 }
 
@@ -42,18 +52,31 @@ interface NativeAddon {
 }
 
 export const projectRoot = fileURLToPath(new URL("../../", import.meta.url));
-export const defaultAddonPath = `${projectRoot}build/Release/scope_tracker.node`;
-export const defaultObjectPath = `${projectRoot}build/tracker.bpf.o`;
+/**
+ * Where the compiled parts live: the BPF objects (*.bpf.o) and Release/scope_tracker.node. By default
+ * build/ two levels above this module, which is the checkout's build/ on the dev path and the
+ * package's dist/build/ in a release (dist/ mirrors the checkout's layout); --artifacts-dir moves it.
+ */
+export let artifactsDir = `${projectRoot}build/`;
+export let defaultAddonPath = `${artifactsDir}Release/scope_tracker.node`;
+export let defaultObjectPath = `${artifactsDir}tracker.bpf.o`;
+
+/** Points the defaults at another artifacts directory; call before anything loads the addon. */
+export function useArtifactsDir(dir: string): void {
+  artifactsDir = dir.endsWith("/") ? dir : `${dir}/`;
+  defaultAddonPath = `${artifactsDir}Release/scope_tracker.node`;
+  defaultObjectPath = `${artifactsDir}tracker.bpf.o`;
+}
 
 /** By path: a process may load the real addon and (tests) a stand-in beside it. */
 const loaded = new Map<string, NativeAddon>();
 
 /** Throws an Error with code ERR_BPF_ADDON when the addon is not built or cannot be loaded. */
-export function loadNativeAddon(path = defaultAddonPath): NativeAddon {
+export function loadNativeAddon(path: string = defaultAddonPath): NativeAddon {
   const known = loaded.get(path);
   if (known !== undefined) return known;
   if (!existsSync(path)) {
-    throw new PluginError("ERR_BPF_ADDON", `native addon not built: ${path} is missing (run scripts/build-native.sh)`);
+    throw new PluginError("ERR_BPF_ADDON", `native addon not built: ${path} is missing (run scripts/build-native.sh, or point --artifacts-dir at a directory holding Release/scope_tracker.node)`);
   }
   let addon: NativeAddon;
   try {
