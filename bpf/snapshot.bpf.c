@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Kernel side of the socket snapshot: one struct tracker_socket (bpf/tracker.h) per TCP socket
+ * that a process holds in its fd table, for every process on the host, written to the iterator's
+ * seq_file. User space reads the iterator fd to EOF (native/src/snapshot_reader.cc).
+ *
+ * iter/task_file visits every task's open files, skipping threads that share their leader's
+ * file table, so a process is walked once. It sees each socket with its owner in one pass and
+ * in every network namespace. iter/tcp would see sockets no process holds too (accept queues,
+ * kernel sockets), but only those of the namespace the iterator was created in
+ * (bpf_iter_init_seq_net takes current's netns; tcp's seq_sk_match compares with it), so it
+ * would take one iterator per namespace from a thread that entered it, each walking the whole
+ * (host-wide) established hash. See README, "How the eBPF side works".
+ *
+ * Every TCP state is emitted; user space picks the states it tracks, as the /proc scan does.
+ * A socket held by several processes (or several fds) is emitted once per fd; user space folds.
+ * Tasks are visited in the iterator creator's pid namespace: the plugin must run in the host's.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#include "tracker.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+/* bpf_seq_write is GPL-only. */
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* ::ffff:a.b.c.d */
+static __always_inline bool is_v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
+}
+
+/*
+ * An IPv6 socket talking to an IPv4 peer (dual stack) is folded to family 4, exactly as the
+ * tracker's events fold it, so that both sources key the connection alike.
+ */
+static __always_inline void fold_v4_mapped(struct tracker_socket *r)
+{
+	__u32 *s = (__u32 *)r->saddr;
+	__u32 *d = (__u32 *)r->daddr;
+
+	if (!is_v4_mapped(r->daddr)) {
+		r->family = TRACKER_FAMILY_IPV6;
+		return;
+	}
+	r->family = TRACKER_FAMILY_IPV4;
+	d[0] = d[3];
+	d[1] = d[2] = d[3] = 0;
+	s[0] = is_v4_mapped(r->saddr) ? s[3] : 0;
+	s[1] = s[2] = s[3] = 0;
+}
+
+SEC("iter/task_file")
+int snapshot_tcp_sockets(struct bpf_iter__task_file *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct tracker_socket r = {};
+
+	if (!task || !file)
+		return 0;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	/*
+	 * A sockfs file's private_data is its socket, whose back pointer is the file. An O_PATH fd
+	 * of a socket path is S_IFSOCK too, with nothing behind it.
+	 */
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+
+	if (!sock || BPF_CORE_READ(sock, file) != file)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+
+	if (!sk)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	/* sk_protocol: an 8-bit bitfield before 5.6, a plain u16 since; probe both. */
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+
+	r.type = TRACKER_RECORD_SOCKET;
+	r.inode = BPF_CORE_READ(file, f_inode, i_ino);
+	r.fd = ctx->fd;
+	r.pid = BPF_CORE_READ(task, tgid);
+	BPF_CORE_READ_STR_INTO(&r.comm, task, comm);
+	r.sock_cookie = (__u64)sk;
+	r.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	r.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	r.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	r.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		r.family = TRACKER_FAMILY_IPV4;
+		BPF_CORE_READ_INTO((__u32 *)r.saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)r.daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)r.saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)r.daddr, sk, __sk_common.skc_v6_daddr);
+		fold_v4_mapped(&r);
+	}
+	bpf_seq_write(seq, &r, sizeof(r));
+	return 0;
+}
