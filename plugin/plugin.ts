@@ -5,7 +5,9 @@
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import type { ReportBackend } from "./model/backend.ts";
+import type { TrackerStatus } from "./model/status.ts";
 import { heuristicDirection, scanProc } from "./procfs/index.ts";
+import { ScanSource } from "./snapshot/scan-source.ts";
 import { readKernelFacts } from "./supervisor/kernel-support.ts";
 import { Supervisor, defaultPolicy } from "./supervisor/supervisor.ts";
 import { ConnectionTable } from "./table/connection-table.ts";
@@ -14,6 +16,8 @@ import { createReportBackend } from "./table/report-backend.ts";
 export interface TrackerStack {
   table: ConnectionTable;
   supervisor: Supervisor;
+  /** Which scan seeds and reconciles: the BPF socket iterator while eBPF is live, else /proc. */
+  scans: ScanSource;
   backend: ReturnType<typeof createReportBackend>;
   stop(): Promise<void>;
 }
@@ -43,7 +47,13 @@ export const defaultStackConfig: StackConfig = {
 export async function startTrackerStack(config: StackConfig, log: Logger): Promise<TrackerStack> {
   const table = new ConnectionTable({ maxConnections: config.maxConnections });
   let supervisor: Supervisor | undefined;
-  const backend = createReportBackend(table, () => supervisor!.status(), {
+  const scans = new ScanSource({
+    procfs: async () => ({ connections: (await scanProc({ procRoot: config.procRoot })).connections }),
+    ebpfLive: () => supervisor?.trackerAttached ?? false,
+    procRoot: config.procRoot,
+    log: log.child({ component: "scan" }),
+  });
+  const backend = createReportBackend(table, () => withScanSource(supervisor!.status(), scans), {
     maxClosedPerClient: config.maxClosedPerClient,
     clientExpiryMs: config.clientExpiryMs,
   });
@@ -57,7 +67,7 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
       holdBackMs: config.holdBackMs,
       debugKillFile: config.debugBpfStopFile || undefined,
     },
-    scan: async () => (await scanProc({ procRoot: config.procRoot })).connections,
+    scan: async () => (await scans.scan()).connections,
     heuristic: heuristicDirection,
     reconcileIntervalMs: config.reconcileIntervalMs,
     procPollIntervalMs: config.procPollIntervalMs,
@@ -71,12 +81,19 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
   return {
     table,
     supervisor,
+    scans,
     backend,
     async stop() {
       clearInterval(expiry);
       await supervisor!.stop();
+      scans.close();
     },
   };
+}
+
+/** While eBPF is live, the reason also says where seeds and reconciles come from (the iterator, or /proc and why). */
+function withScanSource(status: TrackerStatus, scans: ScanSource): TrackerStatus {
+  return status.source === "ebpf" ? { ...status, reason: `${status.reason}; ${scans.describe()}` } : status;
 }
 
 export type { ReportBackend };

@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "snapshot_session.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <linux/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <unordered_map>
+
+#include "libbpf_log.h"
+#include "../../bpf/tracker.h"
+
+namespace scope_tracker {
+namespace {
+
+static_assert(sizeof(tracker_socket) == 80, "struct tracker_socket is 80 bytes (plugin/ebpf/snapshot.ts)");
+static_assert(offsetof(tracker_socket, pid) == offsetof(tracker_event, pid), "shared fields share offsets");
+static_assert(offsetof(tracker_socket, sock_cookie) == offsetof(tracker_event, sock_cookie), "shared fields share offsets");
+
+constexpr const char* kProgram = "snapshot_tcp_sockets";
+// The kernel function whose BTF an iter/task_file program attaches to (5.8+).
+constexpr const char* kTaskFileTarget = "bpf_iter_task_file";
+// bpf_seq_read hands out at most its seq buffer (8 pages) per read(); a bigger buffer costs nothing.
+constexpr size_t kReadChunk = 64 * 1024;
+
+std::string ErrnoText(int err) {
+  char buf[256];
+  if (libbpf_strerror(err, buf, sizeof(buf)) == 0) return buf;
+  return std::strerror(err);
+}
+
+std::string WithLog(std::string message) {
+  std::string tail = LibbpfLogTail();
+  if (!tail.empty()) message += "\n" + tail;
+  return message;
+}
+
+// Asked of the kernel's BTF before loading, so that an old kernel reads as such and not as
+// whatever libbpf's attach-target lookup happens to fail with.
+void RequireTaskFileIterator() {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (!vmlinux) {
+    int err = errno;
+    throw BpfError(kErrIterUnsupported, "kernel BTF unreadable (" + ErrnoText(err) + "): iterators need it");
+  }
+  int id = btf__find_by_name_kind(vmlinux, kTaskFileTarget, BTF_KIND_FUNC);
+  btf__free(vmlinux);
+  if (id < 0) {
+    throw BpfError(kErrIterUnsupported, std::string("kernel has no iter/task_file (") + kTaskFileTarget +
+                                            " is not in its BTF; BPF task_file iterators need Linux 5.8+)");
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<SnapshotSession> SnapshotSession::Open(const std::string& object_path) {
+  InstallLibbpfLog();
+  ClearLibbpfLog();
+  RequireTaskFileIterator();
+
+  std::unique_ptr<SnapshotSession> session(new SnapshotSession());
+  if (access(object_path.c_str(), R_OK) != 0) {
+    int err = errno;
+    throw BpfError(kErrObject, "cannot open BPF object " + object_path + ": " + ErrnoText(err) +
+                                   (err == ENOENT ? " (run scripts/build-bpf.sh)" : ""));
+  }
+  session->obj_ = bpf_object__open_file(object_path.c_str(), nullptr);
+  if (!session->obj_) {
+    int err = errno;
+    throw BpfError(kErrObject, WithLog("cannot open BPF object " + object_path + ": " + ErrnoText(err)));
+  }
+  bpf_program* prog = bpf_object__find_program_by_name(session->obj_, kProgram);
+  if (!prog) throw BpfError(kErrObject, object_path + " has no program " + kProgram);
+
+  int err = -bpf_object__load(session->obj_);
+  if (err) {
+    bool verifier = LibbpfLog().find("BEGIN PROG LOAD LOG") != std::string::npos;
+    if (err == EPERM || (err == EACCES && !verifier)) {
+      throw BpfError(kErrPermission, WithLog("load BPF object " + object_path + ": bpf() refused: " + ErrnoText(err) +
+                                             " (needs root, or CAP_BPF and CAP_PERFMON)"));
+    }
+    throw BpfError(kErrLoad, WithLog("load BPF object " + object_path + ": " + ErrnoText(err)));
+  }
+  session->link_ = bpf_program__attach_iter(prog, nullptr);
+  if (!session->link_) {
+    int aerr = errno ? errno : EINVAL;
+    throw BpfError(aerr == EPERM || aerr == EACCES ? kErrPermission : kErrAttach,
+                   WithLog(std::string("attach iter/task_file: ") + ErrnoText(aerr)));
+  }
+  return session;
+}
+
+SnapshotSession::~SnapshotSession() {
+  if (link_) bpf_link__destroy(link_);
+  if (obj_) bpf_object__close(obj_);
+}
+
+void SnapshotSession::Read(std::vector<uint8_t>* out) const {
+  int fd = bpf_iter_create(bpf_link__fd(link_));
+  if (fd < 0) {
+    int err = errno;
+    throw BpfError(kErrIterRead, "bpf_iter_create: " + ErrnoText(err));
+  }
+  const size_t start = out->size();
+  for (;;) {
+    size_t used = out->size();
+    if (out->capacity() - used < kReadChunk) out->reserve(std::max(out->capacity() * 2, used + kReadChunk));
+    out->resize(used + kReadChunk);
+    ssize_t n = read(fd, out->data() + used, kReadChunk);
+    if (n < 0) {
+      int err = errno;
+      out->resize(used);
+      if (err == EINTR) continue;
+      close(fd);
+      out->resize(start);
+      throw BpfError(kErrIterRead, "read iterator: " + ErrnoText(err));
+    }
+    out->resize(used + static_cast<size_t>(n));
+    if (n == 0) break;
+  }
+  close(fd);
+  if ((out->size() - start) % sizeof(tracker_socket) != 0) {
+    size_t got = out->size() - start;
+    out->resize(start);
+    throw BpfError(kErrIterRead, "iterator output of " + std::to_string(got) + " bytes is not whole " +
+                                     std::to_string(sizeof(tracker_socket)) + "-byte records");
+  }
+}
+
+size_t FoldSharedSockets(std::vector<uint8_t>* records) {
+  constexpr size_t kSize = sizeof(tracker_socket);
+  const size_t n = records->size() / kSize;
+  uint8_t* base = records->data();
+  auto at = [base](size_t i) {
+    tracker_socket r;
+    std::memcpy(&r, base + i * kSize, kSize);
+    return r;
+  };
+  std::unordered_map<uint64_t, size_t> best;  // socket address -> index of its record with the lowest pid
+  best.reserve(n);
+  std::vector<bool> keep(n, false);
+  for (size_t i = 0; i < n; i++) {
+    tracker_socket r = at(i);
+    auto [it, inserted] = best.try_emplace(r.sock_cookie, i);
+    if (inserted) {
+      keep[i] = true;
+    } else if (r.pid < at(it->second).pid) {
+      keep[it->second] = false;
+      keep[i] = true;
+      it->second = i;
+    }
+  }
+  size_t kept = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!keep[i]) continue;
+    if (kept != i) std::memmove(base + kept * kSize, base + i * kSize, kSize);
+    kept++;
+  }
+  records->resize(kept * kSize);
+  return kept;
+}
+
+}  // namespace scope_tracker

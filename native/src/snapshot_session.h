@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: Apache-2.0
+// The socket snapshot iterator (build/snapshot.bpf.o) with libbpf: load and attach once, then
+// each Read() creates an iterator fd and reads it to EOF. No Node-API here: errors are BpfError.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bpf_session.h"  // BpfError and its codes
+
+struct bpf_object;
+struct bpf_link;
+
+namespace scope_tracker {
+
+// The kernel has no iter/task_file (before 5.8): the caller scans /proc instead.
+inline constexpr const char* kErrIterUnsupported = "ERR_BPF_ITER_UNSUPPORTED";
+// Creating or reading an iterator failed on a kernel that has them.
+inline constexpr const char* kErrIterRead = "ERR_BPF_ITER_READ";
+
+class SnapshotSession {
+ public:
+  // Opens, loads and attaches the iterator program; throws BpfError.
+  static std::unique_ptr<SnapshotSession> Open(const std::string& object_path);
+  ~SnapshotSession();
+  SnapshotSession(const SnapshotSession&) = delete;
+  SnapshotSession& operator=(const SnapshotSession&) = delete;
+
+  // Every record of one pass over the host's tasks, appended to *out. Safe to call from any
+  // thread, and from several at once (each call has its own iterator fd). Throws BpfError.
+  void Read(std::vector<uint8_t>* out) const;
+
+ private:
+  SnapshotSession() = default;
+  bpf_object* obj_ = nullptr;
+  bpf_link* link_ = nullptr;
+};
+
+// One record per socket: of the records naming the same socket (same kernel address), the one
+// with the lowest pid stays, as the /proc scan gives a shared socket to the lowest pid holding
+// it; kernel order is kept otherwise. Returns the number of records left in *records.
+size_t FoldSharedSockets(std::vector<uint8_t>* records);
+
+}  // namespace scope_tracker
