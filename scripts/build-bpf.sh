@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the kernel side: build/vmlinux.h (from this machine's BTF) and one CO-RE object per
 # bpf/*.bpf.c: build/tracker.bpf.o (the event tracker) and build/snapshot.bpf.o (the socket
-# snapshot iterator). Idempotent; any failure stops the script with a message.
+# snapshot iterator), and build/test/tracker-record-pad.bpf.o for the tests. Idempotent; any
+# failure stops the script with a message.
 #
 # Environment overrides: CLANG (default: clang-14, else clang), BPFTOOL (default: bpftool),
 # VMLINUX_BTF (default: /sys/kernel/btf/vmlinux).
@@ -10,6 +11,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/build"
 SOURCES=(tracker snapshot)
+SRC="$ROOT/bpf/tracker.bpf.c"
 VMLINUX_BTF="${VMLINUX_BTF:-/sys/kernel/btf/vmlinux}"
 
 die() { echo "build-bpf: $*" >&2; exit 1; }
@@ -56,3 +58,13 @@ for name in "${SOURCES[@]}"; do
 	"$BPFTOOL" btf dump file "$obj" >/dev/null 2>&1 || die "$obj has no usable BTF"
 	echo "build-bpf: wrote $obj"
 done
+
+# Test-only variant: every record 8 bytes longer than struct tracker_event (see
+# TRACKER_TEST_RECORD_PAD in bpf/tracker.bpf.c), for test/kernel/native-lifecycle.test.ts.
+mkdir -p "$OUT/test"
+"$CLANG" -g -O2 -target bpf -D__TARGET_ARCH_"$ARCH" -DTRACKER_TEST_RECORD_PAD=8 \
+	-Wall -Werror -Wno-unused-function \
+	-I"$OUT" -I"$ROOT/bpf" \
+	-c "$SRC" -o "$OUT/test/tracker-record-pad.bpf.o.tmp" || die "clang failed to compile $SRC (record pad test build)"
+mv -f "$OUT/test/tracker-record-pad.bpf.o.tmp" "$OUT/test/tracker-record-pad.bpf.o"
+echo "build-bpf: wrote $OUT/test/tracker-record-pad.bpf.o"
