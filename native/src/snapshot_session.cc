@@ -55,9 +55,32 @@ void RequireTaskFileIterator() {
   }
 }
 
+// The object is loaded from a path (no skeleton): find the `const volatile bool` in .rodata by BTF.
+void SetRodataBool(bpf_object* obj, const char* name, bool value, const std::string& path) {
+  bpf_map* map = bpf_object__find_map_by_name(obj, ".rodata");
+  const btf* types = bpf_object__btf(obj);
+  size_t size = 0;
+  const void* init = map ? bpf_map__initial_value(map, &size) : nullptr;
+  int sec_id = types ? btf__find_by_name_kind(types, ".rodata", BTF_KIND_DATASEC) : -1;
+  if (init && sec_id > 0) {
+    const btf_type* sec = btf__type_by_id(types, sec_id);
+    const btf_var_secinfo* vs = btf_var_secinfos(sec);
+    for (int i = 0; i < btf_vlen(sec); i++, vs++) {
+      const btf_type* var = btf__type_by_id(types, vs->type);
+      if (std::strcmp(btf__name_by_offset(types, var->name_off), name) != 0 || vs->offset + 1 > size) continue;
+      std::vector<char> data(static_cast<const char*>(init), static_cast<const char*>(init) + size);
+      data[vs->offset] = value ? 1 : 0;
+      int err = bpf_map__set_initial_value(map, data.data(), data.size());
+      if (err) throw BpfError(kErrObject, WithLog(path + ": cannot set " + name + ": " + ErrnoText(-err)));
+      return;
+    }
+  }
+  throw BpfError(kErrObject, path + ": no `const volatile bool " + name + "` in .rodata (object built from another source?)");
+}
+
 }  // namespace
 
-std::unique_ptr<SnapshotSession> SnapshotSession::Open(const std::string& object_path) {
+std::unique_ptr<SnapshotSession> SnapshotSession::Open(const std::string& object_path, bool probe_reads) {
   InstallLibbpfLog();
   ClearLibbpfLog();
   RequireTaskFileIterator();
@@ -75,6 +98,7 @@ std::unique_ptr<SnapshotSession> SnapshotSession::Open(const std::string& object
   }
   bpf_program* prog = bpf_object__find_program_by_name(session->obj_, kProgram);
   if (!prog) throw BpfError(kErrObject, object_path + " has no program " + kProgram);
+  SetRodataBool(session->obj_, "force_probed", probe_reads, object_path);
 
   int err = -bpf_object__load(session->obj_);
   if (err) {

@@ -22,8 +22,9 @@ inline constexpr const char* kErrIterRead = "ERR_BPF_ITER_READ";
 
 class SnapshotSession {
  public:
-  // Opens, loads and attaches the iterator program; throws BpfError.
-  static std::unique_ptr<SnapshotSession> Open(const std::string& object_path);
+  // Opens, loads and attaches the iterator program; throws BpfError. probe_reads: take the
+  // program's 5.8-5.10 path (helper reads) even where the direct one would load.
+  static std::unique_ptr<SnapshotSession> Open(const std::string& object_path, bool probe_reads = false);
   ~SnapshotSession();
   SnapshotSession(const SnapshotSession&) = delete;
   SnapshotSession& operator=(const SnapshotSession&) = delete;

@@ -29,12 +29,17 @@ SocketSnapshot::SocketSnapshot(const Napi::CallbackInfo& info) : Napi::ObjectWra
   if (info.Length() < 1 || !info[0].IsObject()) {
     throw WithCode(Napi::TypeError::New(env, "new SocketSnapshot(options): options must be an object"), "ERR_INVALID_ARG_TYPE");
   }
-  Napi::Value path = info[0].As<Napi::Object>().Get("objectPath");
+  Napi::Object options = info[0].As<Napi::Object>();
+  Napi::Value path = options.Get("objectPath");
   if (!path.IsString() || path.As<Napi::String>().Utf8Value().empty()) {
     throw WithCode(Napi::TypeError::New(env, "options.objectPath must be a non-empty string"), "ERR_INVALID_ARG_TYPE");
   }
+  Napi::Value probe_reads = options.Get("probeReads");
+  if (!probe_reads.IsUndefined() && !probe_reads.IsBoolean()) {
+    throw WithCode(Napi::TypeError::New(env, "options.probeReads must be a boolean"), "ERR_INVALID_ARG_TYPE");
+  }
   try {
-    session_ = SnapshotSession::Open(path.As<Napi::String>().Utf8Value());
+    session_ = SnapshotSession::Open(path.As<Napi::String>().Utf8Value(), probe_reads.ToBoolean().Value());
   } catch (const BpfError& e) {
     throw WithCode(Napi::Error::New(env, e.what()), e.code());
   }

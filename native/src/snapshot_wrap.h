@@ -3,7 +3,7 @@
 // read(), one BatchPipe whose producer thread reads the iterator to EOF, folds shared sockets and
 // hands the records to JS as one buffer, then ends the stream.
 //
-//   new SocketSnapshot({ objectPath })        loads and attaches; throws Error{code} (see snapshot_session.h)
+//   new SocketSnapshot({ objectPath, probeReads? })   loads and attaches; throws Error{code} (see snapshot_session.h)
 //   read(onBatch, onError, onEnd)             one snapshot, off the JS thread; one at a time
 //   close()                                   stops a read in flight (no callbacks), frees the program
 #pragma once

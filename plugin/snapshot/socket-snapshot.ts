@@ -13,7 +13,7 @@ interface NativeSocketSnapshot {
   close(): void;
 }
 
-type SnapshotAddon = { SocketSnapshot?: new (options: { objectPath: string }) => NativeSocketSnapshot };
+type SnapshotAddon = { SocketSnapshot?: new (options: { objectPath: string; probeReads?: boolean }) => NativeSocketSnapshot };
 
 export class SocketSnapshot {
   readonly #native: NativeSocketSnapshot;
@@ -22,14 +22,15 @@ export class SocketSnapshot {
   /**
    * Loads and attaches the iterator program. Throws the addon's coded errors: ERR_BPF_ITER_UNSUPPORTED
    * (kernel before 5.8), ERR_BPF_PERMISSION, ERR_BPF_OBJECT, ERR_BPF_LOAD, ERR_BPF_ATTACH; ERR_BPF_ADDON
-   * when the addon is missing or predates the snapshot reader.
+   * when the addon is missing or predates the snapshot reader. `probeReads` takes the program's
+   * path for kernels 5.8-5.10 (helper reads; kernels without bpf_sock_from_file) on any kernel.
    */
-  constructor(objectPath = defaultSnapshotObjectPath) {
+  constructor(objectPath = defaultSnapshotObjectPath, options: { probeReads?: boolean } = {}) {
     const addon = loadNativeAddon() as unknown as SnapshotAddon;
     if (typeof addon.SocketSnapshot !== "function") {
       throw new PluginError("ERR_BPF_ADDON", "the native addon predates the socket snapshot reader (rebuild it: bash scripts/setup.sh)");
     }
-    this.#native = new addon.SocketSnapshot({ objectPath });
+    this.#native = new addon.SocketSnapshot({ objectPath, probeReads: options.probeReads ?? false });
   }
 
   /** Every record of one pass, folded to one per socket (the lowest pid holding it). One read at a time. */

@@ -56,7 +56,7 @@ function startPeer(netns: string, args: string[]): Peer {
   };
 }
 
-export async function startServer(netns: string, host: string, port: number, mode: "hold" | "close"): Promise<Peer> {
+export async function startServer(netns: string, host: string, port: number, mode: "hold" | "close" | "share"): Promise<Peer> {
   const peer = startPeer(netns, ["serve", host, String(port), mode]);
   const first = await peer.line();
   if (first !== "listening") throw new Error(`server did not start: ${first}`);
