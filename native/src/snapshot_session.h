@@ -3,6 +3,7 @@
 // each Read() creates an iterator fd and reads it to EOF. No Node-API here: errors are BpfError.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -37,6 +38,7 @@ class SnapshotSession {
   SnapshotSession() = default;
   bpf_object* obj_ = nullptr;
   bpf_link* link_ = nullptr;
+  mutable std::atomic<size_t> last_bytes_{0};  // size of the previous read, to allocate once
 };
 
 // One record per socket: of the records naming the same socket (same kernel address), the one
