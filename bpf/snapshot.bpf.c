@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Kernel side of the socket snapshot: one struct tracker_socket (bpf/tracker.h) per TCP socket
- * that a process holds in its fd table, for every process on the host, written to the iterator's
- * seq_file. User space reads the iterator fd to EOF (native/src/snapshot_reader.cc).
+ * that a process holds in its fd table, for every process on the host, then one per socket of
+ * the reader's own network namespace, written to the iterators' seq_files. User space reads them
+ * to EOF (native/src/snapshot_session.cc) and folds.
  *
  * iter/task_file visits every task's open files, skipping threads that share their leader's
  * file table, so a process is walked once. It sees each socket with its owner in one pass and
- * in every network namespace. iter/tcp would see sockets no process holds too (accept queues,
- * kernel sockets), but only those of the namespace the iterator was created in
- * (bpf_iter_init_seq_net takes current's netns; tcp's seq_sk_match compares with it), so it
- * would take one iterator per namespace from a thread that entered it, each walking the whole
- * (host-wide) established hash. See README, "How the eBPF side works".
+ * in every network namespace. iter/tcp sees sockets no process holds too (accept queues, kernel
+ * sockets), but only those of the namespace the iterator was created in
+ * (bpf_iter_init_seq_net takes current's netns; tcp's seq_sk_match compares with it): covering
+ * every namespace would take one iterator per namespace from a thread that entered it, each
+ * walking the whole (host-wide) established hash. So iter/tcp is used for the plugin's own
+ * namespace only, the host's. See README, "How the eBPF side works".
  *
  * Every TCP state is emitted; user space picks the states it tracks, as the /proc scan does.
  * A socket held by several processes (or several fds) is emitted once per fd; user space folds.
@@ -171,4 +173,45 @@ int snapshot_tcp_sockets(struct bpf_iter__task_file *ctx)
 	if (!force_probed && bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_sock_from_file))
 		return emit_direct(ctx->meta->seq, task, ctx->fd, file, inode);
 	return emit_probed(ctx->meta->seq, task, ctx->fd, file, inode);
+}
+
+/*
+ * The TCP tables of the plugin's own network namespace (an iter/tcp sees only the namespace of
+ * the task that creates it, the host's), for the sockets no process holds there: accepted
+ * connections still in a listener's queue, kernel sockets (NFS, iSCSI). Written with pid 0, after
+ * the task walk; user space keeps a process's record of a socket over this one. Linux 5.9+;
+ * time-wait and request sockets are not full sockets and are skipped.
+ */
+SEC("iter/tcp")
+int snapshot_own_namespace_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tracker_socket r = {};
+
+	if (!skc)
+		return 0;
+	__u8 state = skc->skc_state;
+	__u16 family = skc->skc_family;
+
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || (family != AF_INET && family != AF_INET6))
+		return 0;
+	r.type = TRACKER_RECORD_SOCKET;
+	r.sock_cookie = (__u64)skc;
+	r.netns = skc->skc_net.net->ns.inum;
+	r.state = state;
+	r.sport = skc->skc_num;
+	r.dport = bpf_ntohs(skc->skc_dport);
+	if (family == AF_INET) {
+		r.family = TRACKER_FAMILY_IPV4;
+		*(__u32 *)r.saddr = skc->skc_rcv_saddr;
+		*(__u32 *)r.daddr = skc->skc_daddr;
+	} else {
+		for (int i = 0; i < 4; i++) {
+			((__u32 *)r.saddr)[i] = skc->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			((__u32 *)r.daddr)[i] = skc->skc_v6_daddr.in6_u.u6_addr32[i];
+		}
+		fold_v4_mapped(&r);
+	}
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
 }

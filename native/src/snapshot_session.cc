@@ -22,8 +22,10 @@ static_assert(offsetof(tracker_socket, pid) == offsetof(tracker_event, pid), "sh
 static_assert(offsetof(tracker_socket, sock_cookie) == offsetof(tracker_event, sock_cookie), "shared fields share offsets");
 
 constexpr const char* kProgram = "snapshot_tcp_sockets";
-// The kernel function whose BTF an iter/task_file program attaches to (5.8+).
+constexpr const char* kOwnNamespaceProgram = "snapshot_own_namespace_tcp";
+// The kernel functions whose BTF an iter/task_file (5.8+) and an iter/tcp (5.9+) program attach to.
 constexpr const char* kTaskFileTarget = "bpf_iter_task_file";
+constexpr const char* kTcpTarget = "bpf_iter_tcp";
 // bpf_seq_read hands out at most its seq buffer (8 pages) per read(); a bigger buffer costs nothing.
 constexpr size_t kReadChunk = 64 * 1024;
 
@@ -40,18 +42,54 @@ std::string WithLog(std::string message) {
 }
 
 // Asked of the kernel's BTF before loading, so that an old kernel reads as such and not as
-// whatever libbpf's attach-target lookup happens to fail with.
-void RequireTaskFileIterator() {
+// whatever libbpf's attach-target lookup happens to fail with. Returns whether iter/tcp exists.
+bool RequireTaskFileIterator() {
   btf* vmlinux = btf__load_vmlinux_btf();
   if (!vmlinux) {
     int err = errno;
     throw BpfError(kErrIterUnsupported, "kernel BTF unreadable (" + ErrnoText(err) + "): iterators need it");
   }
   int id = btf__find_by_name_kind(vmlinux, kTaskFileTarget, BTF_KIND_FUNC);
+  bool tcp = btf__find_by_name_kind(vmlinux, kTcpTarget, BTF_KIND_FUNC) >= 0;
   btf__free(vmlinux);
   if (id < 0) {
     throw BpfError(kErrIterUnsupported, std::string("kernel has no iter/task_file (") + kTaskFileTarget +
                                             " is not in its BTF; BPF task_file iterators need Linux 5.8+)");
+  }
+  return tcp;
+}
+
+// Appends one iterator's whole output to *out; throws BpfError.
+void ReadIterator(bpf_link* link, std::vector<uint8_t>* out, size_t reserve) {
+  int fd = bpf_iter_create(bpf_link__fd(link));
+  if (fd < 0) {
+    int err = errno;
+    throw BpfError(kErrIterRead, "bpf_iter_create: " + ErrnoText(err));
+  }
+  const size_t start = out->size();
+  out->reserve(start + reserve + kReadChunk);
+  for (;;) {
+    size_t used = out->size();
+    if (out->capacity() - used < kReadChunk) out->reserve(std::max(out->capacity() * 2, used + kReadChunk));
+    out->resize(used + kReadChunk);
+    ssize_t n = read(fd, out->data() + used, kReadChunk);
+    if (n < 0) {
+      int err = errno;
+      out->resize(used);
+      if (err == EINTR) continue;
+      close(fd);
+      out->resize(start);
+      throw BpfError(kErrIterRead, "read iterator: " + ErrnoText(err));
+    }
+    out->resize(used + static_cast<size_t>(n));
+    if (n == 0) break;
+  }
+  close(fd);
+  if ((out->size() - start) % sizeof(tracker_socket) != 0) {
+    size_t got = out->size() - start;
+    out->resize(start);
+    throw BpfError(kErrIterRead, "iterator output of " + std::to_string(got) + " bytes is not whole " +
+                                     std::to_string(sizeof(tracker_socket)) + "-byte records");
   }
 }
 
@@ -83,7 +121,7 @@ void SetRodataBool(bpf_object* obj, const char* name, bool value, const std::str
 std::unique_ptr<SnapshotSession> SnapshotSession::Open(const std::string& object_path, bool probe_reads) {
   InstallLibbpfLog();
   ClearLibbpfLog();
-  RequireTaskFileIterator();
+  const bool have_tcp_iterator = RequireTaskFileIterator();
 
   std::unique_ptr<SnapshotSession> session(new SnapshotSession());
   if (access(object_path.c_str(), R_OK) != 0) {
@@ -99,6 +137,10 @@ std::unique_ptr<SnapshotSession> SnapshotSession::Open(const std::string& object
   bpf_program* prog = bpf_object__find_program_by_name(session->obj_, kProgram);
   if (!prog) throw BpfError(kErrObject, object_path + " has no program " + kProgram);
   SetRodataBool(session->obj_, "force_probed", probe_reads, object_path);
+  bpf_program* own_ns = bpf_object__find_program_by_name(session->obj_, kOwnNamespaceProgram);
+  if (!own_ns) throw BpfError(kErrObject, object_path + " has no program " + kOwnNamespaceProgram);
+  // Linux 5.8 has task_file but not tcp iterators: the snapshot goes without the unheld sockets.
+  if (!have_tcp_iterator) bpf_program__set_autoload(own_ns, false);
 
   int err = -bpf_object__load(session->obj_);
   if (err) {
@@ -115,48 +157,31 @@ std::unique_ptr<SnapshotSession> SnapshotSession::Open(const std::string& object
     throw BpfError(aerr == EPERM || aerr == EACCES ? kErrPermission : kErrAttach,
                    WithLog(std::string("attach iter/task_file: ") + ErrnoText(aerr)));
   }
+  if (have_tcp_iterator) {
+    session->own_namespace_link_ = bpf_program__attach_iter(own_ns, nullptr);
+    if (!session->own_namespace_link_) {
+      int aerr = errno ? errno : EINVAL;
+      throw BpfError(aerr == EPERM || aerr == EACCES ? kErrPermission : kErrAttach,
+                     WithLog(std::string("attach iter/tcp: ") + ErrnoText(aerr)));
+    }
+  }
   return session;
 }
 
 SnapshotSession::~SnapshotSession() {
+  if (own_namespace_link_) bpf_link__destroy(own_namespace_link_);
   if (link_) bpf_link__destroy(link_);
   if (obj_) bpf_object__close(obj_);
 }
 
 void SnapshotSession::Read(std::vector<uint8_t>* out) const {
-  int fd = bpf_iter_create(bpf_link__fd(link_));
-  if (fd < 0) {
-    int err = errno;
-    throw BpfError(kErrIterRead, "bpf_iter_create: " + ErrnoText(err));
-  }
-  const size_t start = out->size();
   // A snapshot is about as big as the previous one: one allocation instead of a doubling series.
-  size_t expected = last_bytes_.load(std::memory_order_relaxed);
-  out->reserve(start + expected + expected / 4 + kReadChunk);
-  for (;;) {
-    size_t used = out->size();
-    if (out->capacity() - used < kReadChunk) out->reserve(std::max(out->capacity() * 2, used + kReadChunk));
-    out->resize(used + kReadChunk);
-    ssize_t n = read(fd, out->data() + used, kReadChunk);
-    if (n < 0) {
-      int err = errno;
-      out->resize(used);
-      if (err == EINTR) continue;
-      close(fd);
-      out->resize(start);
-      throw BpfError(kErrIterRead, "read iterator: " + ErrnoText(err));
-    }
-    out->resize(used + static_cast<size_t>(n));
-    if (n == 0) break;
-  }
-  close(fd);
+  const size_t start = out->size();
+  const size_t expected = last_bytes_.load(std::memory_order_relaxed);
+  ReadIterator(link_, out, expected + expected / 4);
+  // After the task walk: a socket accepted in between is then in both, and the fold keeps its owner.
+  if (own_namespace_link_) ReadIterator(own_namespace_link_, out, 0);
   last_bytes_.store(out->size() - start, std::memory_order_relaxed);
-  if ((out->size() - start) % sizeof(tracker_socket) != 0) {
-    size_t got = out->size() - start;
-    out->resize(start);
-    throw BpfError(kErrIterRead, "iterator output of " + std::to_string(got) + " bytes is not whole " +
-                                     std::to_string(sizeof(tracker_socket)) + "-byte records");
-  }
 }
 
 size_t FoldSharedSockets(std::vector<uint8_t>* records) {
@@ -169,10 +194,11 @@ size_t FoldSharedSockets(std::vector<uint8_t>* records) {
     std::memcpy(&v, base + i * kSize + offsetof(tracker_socket, sock_cookie), sizeof v);
     return v;
   };
-  auto pid_of = [base](size_t i) {
+  // Pid 0 (a socket no process holds, from the namespace's own tables) ranks after every owner.
+  auto rank_of = [base](size_t i) {
     uint32_t v;
     std::memcpy(&v, base + i * kSize + offsetof(tracker_socket, pid), sizeof v);
-    return v;
+    return v == 0 ? UINT32_MAX : v;
   };
   // Socket address -> index of its record with the lowest pid: open addressing, a quarter full
   // at most (200k sockets in a few milliseconds; a node-based map costs an allocation per socket).
@@ -188,7 +214,7 @@ size_t FoldSharedSockets(std::vector<uint8_t>* records) {
     if (best[h] == kEmpty) {
       best[h] = static_cast<uint32_t>(i);
       keep[i] = true;
-    } else if (pid_of(i) < pid_of(best[h])) {
+    } else if (rank_of(i) < rank_of(best[h])) {
       keep[best[h]] = false;
       keep[i] = true;
       best[h] = static_cast<uint32_t>(i);

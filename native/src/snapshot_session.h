@@ -30,20 +30,23 @@ class SnapshotSession {
   SnapshotSession(const SnapshotSession&) = delete;
   SnapshotSession& operator=(const SnapshotSession&) = delete;
 
-  // Every record of one pass over the host's tasks, appended to *out. Safe to call from any
+  // Every record of one pass over the host's tasks, then of our network namespace's TCP tables
+  // (iter/tcp, where the kernel has it), appended to *out. Safe to call from any
   // thread, and from several at once (each call has its own iterator fd). Throws BpfError.
   void Read(std::vector<uint8_t>* out) const;
 
  private:
   SnapshotSession() = default;
   bpf_object* obj_ = nullptr;
-  bpf_link* link_ = nullptr;
+  bpf_link* link_ = nullptr;                // iter/task_file: every socket a process holds
+  bpf_link* own_namespace_link_ = nullptr;  // iter/tcp, when the kernel has it: our namespace's unheld sockets
   mutable std::atomic<size_t> last_bytes_{0};  // size of the previous read, to allocate once
 };
 
 // One record per socket: of the records naming the same socket (same kernel address), the one
 // with the lowest pid stays, as the /proc scan gives a shared socket to the lowest pid holding
-// it; kernel order is kept otherwise. Returns the number of records left in *records.
+// it, and a record with pid 0 (held by no process) only when there is no other; kernel order is
+// kept otherwise. Returns the number of records left in *records.
 size_t FoldSharedSockets(std::vector<uint8_t>* records);
 
 }  // namespace scope_tracker

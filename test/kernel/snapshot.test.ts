@@ -5,6 +5,7 @@
  * /proc, with the reason, when the iterator cannot be had.
  */
 import t from "tap";
+import { spawn } from "node:child_process";
 import { readdirSync, readlinkSync } from "node:fs";
 import { createLogger } from "../../plugin/log.ts";
 import { type Connection, connectionKey } from "../../plugin/model/connection.ts";
@@ -97,6 +98,27 @@ t.test(`the iterator's snapshot (${probeReads ? "the 5.8-5.10 path, probe reads"
   t.ok(viaIterator.listening.get(net.a.netns)?.has(7101) && viaIterator.listening.get(net.a.netns)?.has(7102), "listening ports per namespace");
 });
 }
+
+t.test("in the plugin's own namespace, sockets no process holds yet (an accept queue) are there with pid 0, as in /proc", async (t) => {
+  const snapshot = new SocketSnapshot();
+  t.teardown(() => snapshot.close());
+  // A listener that never accepts, and three connections to it, in this (the host's) namespace.
+  const child = spawn("python3", ["-c", [
+    "import socket, sys",
+    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(16)",
+    "cs = [socket.create_connection(s.getsockname()) for _ in range(3)]",
+    "print(s.getsockname()[1], flush=True)",
+    "sys.stdin.read()",
+  ].join("\n")], { stdio: ["pipe", "pipe", "inherit"] });
+  t.teardown(() => void child.kill("SIGKILL"));
+  const port = Number(await new Promise<string>((resolve) => child.stdout.once("data", (d) => resolve(String(d).trim()))));
+  const ours = (connections: readonly Connection[]) => connections.filter((c) => c.localPort === port || c.remotePort === port).map(row).sort();
+  const iter = ours((await scanSockets(snapshot)).connections);
+  const proc = ours((await scanProc({ procRoot: "/proc" })).connections);
+  t.equal(iter.filter((r) => r.includes(" pid=0 ")).length, 3, "the three queued server ends, held by nobody");
+  t.equal(iter.filter((r) => r.includes(` pid=${child.pid} `)).length, 3, "the three client ends, with their process");
+  t.same(iter, proc, "iterator rows equal /proc rows");
+});
 
 t.test("the iterator sees every namespace from the plugin's own", async (t) => {
   const net = network(t);
