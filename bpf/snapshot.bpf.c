@@ -179,8 +179,9 @@ int snapshot_tcp_sockets(struct bpf_iter__task_file *ctx)
  * The TCP tables of the plugin's own network namespace (an iter/tcp sees only the namespace of
  * the task that creates it, the host's), for the sockets no process holds there: accepted
  * connections still in a listener's queue, kernel sockets (NFS, iSCSI). Written with pid 0, after
- * the task walk; user space keeps a process's record of a socket over this one. Linux 5.9+;
- * time-wait and request sockets are not full sockets and are skipped.
+ * the task walk; user space keeps a process's record of a socket over this one (a socket accepted
+ * between the two walks). Linux 5.9+; time-wait and request sockets are not full sockets and are
+ * skipped.
  */
 SEC("iter/tcp")
 int snapshot_own_namespace_tcp(struct bpf_iter__tcp *ctx)
@@ -194,6 +195,15 @@ int snapshot_own_namespace_tcp(struct bpf_iter__tcp *ctx)
 	__u16 family = skc->skc_family;
 
 	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || (family != AF_INET && family != AF_INET6))
+		return 0;
+	/*
+	 * A full socket from here on. One with a file behind it is a process's, already written by
+	 * the task walk (or only in an io_uring table or in flight): skipped, so that a host whose
+	 * connections live in this namespace does not pay for every socket twice.
+	 */
+	struct socket *sock = BPF_CORE_READ((struct sock *)skc, sk_socket);
+
+	if (sock && BPF_CORE_READ(sock, file))
 		return 0;
 	r.type = TRACKER_RECORD_SOCKET;
 	r.sock_cookie = (__u64)skc;
