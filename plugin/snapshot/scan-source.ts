@@ -55,6 +55,7 @@ export class ScanSource {
         const scanned = await scanSockets(snapshot, { signal });
         this.iteratorScans++;
         this.#lastReadFailure = undefined;
+        if (scanned.malformed > 0) this.#options.log.warn("BPF socket snapshot had malformed records (skipped)", { malformed: scanned.malformed });
         return { connections: scanned.connections, errors: scanned.malformed };
       } catch (error) {
         if (signal?.aborted) throw error;
@@ -70,7 +71,7 @@ export class ScanSource {
   /** For status while eBPF is live: where seeds and reconciles come from, and why not the iterator. */
   describe(): string {
     if (this.#unavailable !== undefined) return `seed and reconcile by /proc scan: the BPF socket iterator is unavailable: ${this.#unavailable.text}`;
-    if (this.#lastReadFailure !== undefined) return `seed and reconcile by BPF socket iterator; its last read failed and that scan used /proc: ${this.#lastReadFailure}`;
+    if (this.#lastReadFailure !== undefined) return `seed and reconcile by BPF socket iterator; its last read failed (${this.iteratorReadFailures} so far) and that scan used /proc: ${this.#lastReadFailure}`;
     return "seed and reconcile by BPF socket iterator (iter/task_file)";
   }
 
