@@ -3,13 +3,15 @@
  * Servers are attached by plugin/main.ts; tests build the same stack without them.
  */
 import type { Config } from "./config.ts";
+import { PluginError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { ReportBackend } from "./model/backend.ts";
 import type { TrackerStatus } from "./model/status.ts";
 import { heuristicDirection, scanProc } from "./procfs/index.ts";
+import { fdWalkChoice } from "./procfs/fd-walk.ts";
 import { ScanSource } from "./snapshot/scan-source.ts";
 import { readKernelFacts } from "./supervisor/kernel-support.ts";
-import { Supervisor, defaultPolicy } from "./supervisor/supervisor.ts";
+import { Supervisor, defaultPolicy, type ScanOutcome } from "./supervisor/supervisor.ts";
 import { ConnectionTable } from "./table/connection-table.ts";
 import { createReportBackend } from "./table/report-backend.ts";
 
@@ -25,7 +27,11 @@ export interface TrackerStack {
 export type StackConfig = Pick<Config,
   | "source" | "procRoot" | "btfPath" | "maxConnections" | "maxClosedPerClient" | "clientExpiryMs" | "ringBufferBytes"
   | "drainIntervalMs" | "holdBackMs" | "reconcileIntervalMs" | "procPollIntervalMs" | "deathWindowMs" | "ebpfRetryMs" | "debugBpfStopFile"
-> & { kernelOverride?: { release: string; version: string } };
+> & {
+  kernelOverride?: { release: string; version: string };
+  /** --source ebpf: first restart back-off after deaths (defaultPolicy.requiredRetryFirstMs). */
+  requiredRetryMs?: number;
+};
 
 export const defaultStackConfig: StackConfig = {
   source: "auto",
@@ -44,11 +50,12 @@ export const defaultStackConfig: StackConfig = {
   debugBpfStopFile: "",
 };
 
-export async function startTrackerStack(config: StackConfig, log: Logger): Promise<TrackerStack> {
+/** `signal` stops a start in progress: the seed scan is abandoned and the start rejects (ERR_STOPPED). */
+export async function startTrackerStack(config: StackConfig, log: Logger, signal?: AbortSignal): Promise<TrackerStack> {
   const table = new ConnectionTable({ maxConnections: config.maxConnections });
   let supervisor: Supervisor | undefined;
   const scans = new ScanSource({
-    procfs: async () => ({ connections: (await scanProc({ procRoot: config.procRoot })).connections }),
+    procfs: (signal) => scanProcForSupervisor(config.procRoot, signal),
     ebpfLive: () => supervisor?.trackerAttached ?? false,
     procRoot: config.procRoot,
     log: log.child({ component: "scan" }),
@@ -58,6 +65,8 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
     clientExpiryMs: config.clientExpiryMs,
   });
   const kernel = { ...readKernelFacts(config.procRoot, config.btfPath), ...config.kernelOverride };
+  const walk = fdWalkChoice();
+  if (walk.walker.kind !== "native") log.warn("/proc scans walk fds in JS", { reason: walk.reason });
   supervisor = new Supervisor(table, {
     source: config.source,
     kernel,
@@ -67,15 +76,24 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
       holdBackMs: config.holdBackMs,
       debugKillFile: config.debugBpfStopFile || undefined,
     },
-    scan: async () => (await scans.scan()).connections,
+    scan: (signal) => scans.scan(signal),
+    fdWalk: () => fdWalkChoice().reason,
     heuristic: heuristicDirection,
     reconcileIntervalMs: config.reconcileIntervalMs,
     procPollIntervalMs: config.procPollIntervalMs,
     deathWindowMs: config.deathWindowMs,
     firstRetryMs: config.ebpfRetryMs,
     maxRetryMs: defaultPolicy.maxRetryMs,
+    requiredRetryFirstMs: config.requiredRetryMs ?? defaultPolicy.requiredRetryFirstMs,
   }, log.child({ component: "supervisor" }));
-  await supervisor.start();
+  const stopOnSignal = () => void supervisor!.stop();
+  signal?.addEventListener("abort", stopOnSignal, { once: true });
+  try {
+    if (signal?.aborted) throw new PluginError("ERR_STOPPED", "stopped before start-up");
+    await supervisor.start();
+  } finally {
+    signal?.removeEventListener("abort", stopOnSignal);
+  }
   const expiry = setInterval(() => backend.clients.expireIdle(), Math.max(1000, Math.floor(config.clientExpiryMs / 4)));
   expiry.unref?.();
   return {
@@ -94,6 +112,20 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
 /** While eBPF is live, the reason also says where seeds and reconciles come from (the iterator, or /proc and why). */
 function withScanSource(status: TrackerStatus, scans: ScanSource): TrackerStatus {
   return status.source === "ebpf" ? { ...status, reason: `${status.reason}; ${scans.describe()}` } : status;
+}
+
+/**
+ * A /proc scan as the supervisor needs it: the connections, the read errors, and which namespaces
+ * it can vouch for. A namespace whose table failed to read, or one missing from the scan while some
+ * process's namespace could not be read, may still hold connections the scan did not see.
+ */
+export async function scanProcForSupervisor(procRoot: string, signal?: AbortSignal): Promise<ScanOutcome> {
+  const scan = await scanProc({ procRoot, signal });
+  return {
+    connections: scan.connections,
+    errors: scan.errors,
+    readInFull: (netns) => !scan.unreadNamespaces.has(netns) && (scan.listening.has(netns) || scan.unplacedProcesses === 0),
+  };
 }
 
 export type { ReportBackend };

@@ -6,6 +6,7 @@ import { PluginError } from "../errors.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
 import { EventApplier } from "./event-applier.ts";
 import { defaultObjectPath, loadNativeAddon, type NativeCounters, type NativeTracker } from "./native-addon.ts";
+import { EVENT_SIZE } from "./record.ts";
 import { type ReleasedRecords, ReorderBuffer } from "./reorder-buffer.ts";
 import { existsSync, rmSync } from "node:fs";
 
@@ -31,7 +32,10 @@ export interface EbpfTrackerHooks {
    * and says nothing about whether the reader keeps up, so the supervisor heals them, never escalates.
    */
   onSkipped(count: number): void;
+  /** The tracker is dead (stopped reading); an error coded ERR_TRACKER_MISMATCH would die again on restart. */
   onDead(error: Error): void;
+  /** A failure inside a hook called from a timer (it must not become an uncaught exception). */
+  onInternalError?(what: string, error: unknown): void;
   /** Every close the tracker applied, by key, known or not: lets a /proc scan drop seeds that died meanwhile. */
   onCloseKey?(key: string): void;
   /** Whether onCloseKey wants keys right now (only while a scan runs): short-lived pairs, which build no key, form only when not. */
@@ -79,6 +83,16 @@ export class EbpfTracker {
     return this.#reorder.malformed;
   }
 
+  /** Records older than one already applied: applied anyway, out of order. */
+  get lateEvents(): number {
+    return this.#reorder.late;
+  }
+
+  /** Records of the wrong size, dropped by the addon or found here in a batch: the tracker dies of the first. */
+  get badSizeRecords(): number {
+    return (this.#lastCounters.badSizeRecords ?? 0) + this.#reorder.partialBatches;
+  }
+
   /** Loads and attaches; throws the addon's coded error (ERR_BPF_*) when the kernel says no. */
   start(): void {
     if (this.#native !== undefined) return;
@@ -119,7 +133,11 @@ export class EbpfTracker {
     const native = this.#native;
     this.#native = undefined;
     if (native !== undefined) {
-      this.#lastCounters = native.counters();
+      try {
+        this.#lastCounters = native.counters();
+      } catch {
+        // Kept as of the last poll: a counters map that cannot be read must not stop the stop.
+      }
       native.stop();
     }
     this.flush();
@@ -140,12 +158,24 @@ export class EbpfTracker {
 
   #pollCounters(): void {
     if (this.#native === undefined) return;
-    const now = this.#native.counters();
+    let now: NativeCounters;
+    try {
+      now = this.#native.counters();
+    } catch (error) {
+      // Without the counters, loss goes unseen: a tracker that cannot say what it missed is dead.
+      this.#die(new PluginError("ERR_TRACKER_DEAD", `reading the kernel counters failed: ${(error as Error).message}`, { cause: error }));
+      return;
+    }
     const lost = now.lost - this.#lastCounters.lost;
     const skipped = now.missed - this.#lastCounters.missed;
     this.#lastCounters = now;
-    if (lost > 0) this.#hooks.onLost(lost);
-    if (skipped > 0) this.#hooks.onSkipped(skipped);
+    this.#callHook("onLost", () => lost > 0 && this.#hooks.onLost(lost));
+    this.#callHook("onSkipped", () => skipped > 0 && this.#hooks.onSkipped(skipped));
+    const badSize = this.badSizeRecords;
+    if (badSize > 0) {
+      this.#die(new PluginError("ERR_TRACKER_MISMATCH", `${badSize} ring-buffer records of the wrong size (expected ${EVENT_SIZE} bytes): the addon and the BPF object were built from different versions of bpf/tracker.h; rebuild both (bash scripts/setup.sh)`));
+      return;
+    }
     const killFile = this.#options.debugKillFile;
     if (killFile !== undefined && existsSync(killFile)) {
       rmSync(killFile, { force: true });
@@ -156,6 +186,15 @@ export class EbpfTracker {
   #die(error: Error): void {
     if (this.#dead) return;
     this.#dead = true;
-    this.#hooks.onDead(error);
+    this.#callHook("onDead", () => this.#hooks.onDead(error));
+  }
+
+  #callHook(what: string, call: () => unknown): void {
+    try {
+      call();
+    } catch (error) {
+      if (this.#hooks.onInternalError === undefined) throw error;
+      this.#hooks.onInternalError(what, error);
+    }
   }
 }

@@ -45,18 +45,22 @@ export const projectRoot = fileURLToPath(new URL("../../", import.meta.url));
 export const defaultAddonPath = `${projectRoot}build/Release/scope_tracker.node`;
 export const defaultObjectPath = `${projectRoot}build/tracker.bpf.o`;
 
-let loaded: NativeAddon | undefined;
+/** By path: a process may load the real addon and (tests) a stand-in beside it. */
+const loaded = new Map<string, NativeAddon>();
 
 /** Throws an Error with code ERR_BPF_ADDON when the addon is not built or cannot be loaded. */
 export function loadNativeAddon(path = defaultAddonPath): NativeAddon {
-  if (loaded !== undefined) return loaded;
+  const known = loaded.get(path);
+  if (known !== undefined) return known;
   if (!existsSync(path)) {
     throw new PluginError("ERR_BPF_ADDON", `native addon not built: ${path} is missing (run scripts/build-native.sh)`);
   }
+  let addon: NativeAddon;
   try {
-    loaded = createRequire(import.meta.url)(path) as NativeAddon;
+    addon = createRequire(import.meta.url)(path) as NativeAddon;
   } catch (error) {
     throw new PluginError("ERR_BPF_ADDON", `native addon ${path} failed to load: ${(error as Error).message}`, { cause: error });
   }
-  return loaded;
+  loaded.set(path, addon);
+  return addon;
 }

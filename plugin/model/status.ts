@@ -16,6 +16,24 @@ export interface TrackerCounters {
   /** Runs of our BPF programs the kernel skipped (recursion protection): healed by reconcile, never fatal. */
   skipped: number;
   malformedRecords: number;
+  /** Ring-buffer records of the wrong size (addon and BPF object built from different headers): fatal for the tracker. */
+  badSizeRecords: number;
+  /** Accepts whose returned fd the kernel side could not resolve to a socket (the connection waits for a reconcile). */
+  acceptNoSock: number;
+  /** Connects seen established with no pid recorded at SYN_SENT (opened before attach): pid 0 until a scan. */
+  connectNoPid: number;
+  /** Records older than one already applied (beyond the hold-back window): applied anyway, out of order. */
+  lateEvents: number;
+  /** /proc reads that failed for a reason other than a process vanishing (EACCES, EIO, ...). */
+  scanErrors: number;
+  /** Whole /proc scans that failed (the proc root could not be listed): nothing was changed by them. */
+  scanFailures: number;
+  /** Reconciles run (periodic, healing a loss or skipped runs, or asked for): each a /proc comparison. */
+  reconciles: number;
+  /** Connections a reconcile did not close because their namespace's table failed to read. */
+  reconcileKept: number;
+  /** Failures inside the plugin's own supervision (a counters poll or a death handler that threw): logged, counted. */
+  internalErrors: number;
 }
 
 export interface TrackerStatus {
@@ -25,6 +43,8 @@ export interface TrackerStatus {
   /** Why this source is live: the exact error or the policy that chose it. */
   reason: string;
   counters: TrackerCounters;
+  /** How /proc scans map sockets to processes, and why that walk (the native one, or JS and why not native). */
+  fdWalk?: string;
 }
 
 export function emptyCounters(): TrackerCounters {
@@ -32,5 +52,7 @@ export function emptyCounters(): TrackerCounters {
     events: 0, lost: 0, reordersHeldBack: 0, restarts: 0, fallbacks: 0,
     reconcileAdded: 0, reconcileRemoved: 0, connectionsTracked: 0,
     failedConnects: 0, closesOfUnknown: 0, evictions: 0, skipped: 0, malformedRecords: 0,
+    badSizeRecords: 0, acceptNoSock: 0, connectNoPid: 0, lateEvents: 0,
+    scanErrors: 0, scanFailures: 0, reconciles: 0, reconcileKept: 0, internalErrors: 0,
   };
 }

@@ -7,16 +7,9 @@
 import { readlinkSync } from "node:fs";
 import { describeError, errorCode, PluginError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { Connection } from "../model/connection.ts";
+import type { ScanOutcome } from "../supervisor/supervisor.ts";
 import { scanSockets } from "./snapshot-scan.ts";
 import { SocketSnapshot } from "./socket-snapshot.ts";
-
-/** What a scan found; the shape the supervisor reconciles from (errors: reads that failed). */
-export interface ScanOutcome {
-  connections: readonly Connection[];
-  errors?: number;
-  readInFull?: (netns: number) => boolean;
-}
 
 export type Scan = (signal?: AbortSignal) => Promise<ScanOutcome>;
 
@@ -56,6 +49,7 @@ export class ScanSource {
         this.iteratorScans++;
         this.#lastReadFailure = undefined;
         if (scanned.malformed > 0) this.#options.log.warn("BPF socket snapshot had malformed records (skipped)", { malformed: scanned.malformed });
+        // One pass over every task: no namespace can be half read, so every one is vouched for.
         return { connections: scanned.connections, errors: scanned.malformed };
       } catch (error) {
         if (signal?.aborted) throw error;

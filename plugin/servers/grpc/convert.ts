@@ -1,6 +1,7 @@
 /** Model types to the wire messages of scope.endpoint.v1, and back (for clients such as the CLI). */
 import type { Connection, Direction, SourceKind } from "../../model/connection.ts";
 import type { TrackerStatus } from "../../model/status.ts";
+import type { DeliveryCounters } from "../../model/backend.ts";
 import * as pb from "../../generated/endpoint_reporter.ts";
 
 const directionToWire: Record<Direction, pb.Direction> = {
@@ -32,6 +33,7 @@ export function connectionToWire(c: Connection): pb.Connection {
 export interface StatusExtras {
   clients: number;
   watchers: number;
+  delivery?: DeliveryCounters;
 }
 
 export function statusToWire(s: TrackerStatus, extras: StatusExtras): pb.TrackerStatus {
@@ -43,6 +45,8 @@ export function statusToWire(s: TrackerStatus, extras: StatusExtras): pb.Tracker
     counters: { ...s.counters },
     clients: extras.clients,
     watchers: extras.watchers,
+    fdWalk: s.fdWalk ?? "",
+    delivery: extras.delivery === undefined ? undefined : { ...extras.delivery },
   };
 }
 

@@ -10,14 +10,16 @@
  * the quiet spell is served the last body and wakes the rebuilds.
  *
  * Each probe_id is its own backend client ("scope:<probe_id>") and sees every closed connection
- * exactly once: closes pulled for a probe stay pending, and in every body built for it, until a
- * body built after they were pulled has been served to it. A probe's first request is answered
- * from the shared open-connections body and registers it.
+ * exactly once: closes pulled for a probe stay pending, one entry per connection, and in every body
+ * built for it, until a body built after they were pulled has been sent to it whole (the HTTP
+ * response finished; a HEAD, or a body the probe gave up on half-way, delivers nothing). A body
+ * holding delivered closes is not served to that probe again: until the rebuild it gets the open
+ * connections only. A probe's first request is answered from the shared open-connections body and
+ * registers it.
  */
 import type { ReportBackend } from "../../model/backend.ts";
 import type { Connection } from "../../model/connection.ts";
 import type { Logger } from "../../log.ts";
-import { connectionKey } from "../../model/connection.ts";
 import { EdgeDeriver, runStepsAsync } from "./endpoint-topology.ts";
 import type { NodeIdContext } from "./node-id.ts";
 import { type PluginIdentity, renderScopeReportBody } from "./report-json.ts";
@@ -37,6 +39,8 @@ export interface ReportCacheOptions {
   maxPendingClosed: number;
   /** Rebuilds stop when nobody asked for this long (Scope probes ask every second). */
   idleAfterMs: number;
+  /** A rebuild waits for bodies being written at most this long in all (see below). */
+  maxWaitForResponsesMs: number;
 }
 
 /**
@@ -45,7 +49,6 @@ export interface ReportCacheOptions {
  * 100k went from ~50 ms to ~700 ms). Bounded per build, so a client that stops reading cannot
  * starve the rebuilds.
  */
-const MAX_WAIT_FOR_RESPONSES_MS = 1_000;
 
 export const DEFAULT_REPORT_CACHE_OPTIONS: ReportCacheOptions = {
   minRebuildIntervalMs: 500,
@@ -55,6 +58,7 @@ export const DEFAULT_REPORT_CACHE_OPTIONS: ReportCacheOptions = {
   probeExpiryMs: 120_000,
   maxPendingClosed: 65_536,
   idleAfterMs: 30_000,
+  maxWaitForResponsesMs: 1_000,
 };
 
 interface Pending {
@@ -69,8 +73,12 @@ interface ProbeState {
   registered: boolean;
   body: Buffer | undefined;
   bodyGeneration: number;
-  pending: Map<string, Pending>;
-  dropped: number;
+  /** The build of every body made for this probe: a body may still be going out after the next build. */
+  built: WeakMap<Buffer, number>;
+  /** In the order pulled, so in generation order. */
+  pending: Pending[];
+  /** Closes this probe missed (its bounds overflowed), by the build that found out; told once delivered. */
+  dropped: Array<{ count: number; generation: number }>;
   lastRequestMs: number;
 }
 
@@ -101,6 +109,8 @@ export class ReportCache {
   #lastRequestMs = Number.NEGATIVE_INFINITY;
   /** Bodies rendered so far (for tests and metrics). */
   builds = 0;
+  /** Times a rebuild paused for a body being written. */
+  waits = 0;
 
   constructor(backend: ReportBackend, identity: PluginIdentity, ctx: NodeIdContext, options: Partial<ReportCacheOptions> = {}, log?: Logger, now: () => number = Date.now) {
     this.#backend = backend;
@@ -141,18 +151,29 @@ export class ReportCache {
     const probe = probeId === undefined ? undefined : this.#probes.get(probeId) ?? this.#register(probeId);
     if (probe === undefined || probe.body === undefined) return this.#serveAnonymous();
     probe.lastRequestMs = now;
-    const served = probe.bodyGeneration;
-    let delivered = probe.dropped > 0;
-    probe.dropped = 0;
-    for (const [key, p] of probe.pending) {
-      if (p.generation <= served) {
-        probe.pending.delete(key);
-        delivered = true;
-      }
-    }
-    // Rebuild so that the next request does not get the delivered closes again.
-    if (delivered) this.#markDirty();
     return probe.body;
+  }
+
+  /** `body` went out whole to `probeId`: what it carried is delivered and not served again. */
+  bodySent(probeId: string, body: Buffer): void {
+    const probe = this.#probes.get(probeId);
+    const generation = probe?.built.get(body);
+    if (probe === undefined || generation === undefined) return;
+    let n = 0;
+    while (n < probe.pending.length && probe.pending[n].generation <= generation) n++;
+    const droppedBefore = probe.dropped.length;
+    probe.dropped = probe.dropped.filter((d) => d.generation > generation);
+    if (n === 0 && probe.dropped.length === droppedBefore) return;
+    probe.pending = probe.pending.slice(n);
+    // Every body built for it since holds them too: open connections only until the rebuild.
+    probe.body = undefined;
+    this.#markDirty();
+  }
+
+  /** `body` did not go out whole (the probe went away): what it carried stays pending. */
+  bodyAbandoned(probeId: string | undefined, body: Buffer): void {
+    const probe = probeId === undefined ? undefined : this.#probes.get(probeId);
+    if (probe?.built.has(body)) this.#backend.noteScopeBodyUndelivered();
   }
 
   /** A body started going out; call the result once it is out (or abandoned). Rebuilds yield to it. */
@@ -169,6 +190,7 @@ export class ReportCache {
   /** Between rebuild slices: while bodies are being written, wait for them (within this build's budget). */
   #yieldToResponses(): Promise<void> | undefined {
     if (this.#writing === 0 || this.#waitBudgetMs <= 0) return undefined;
+    this.waits++;
     const started = performance.now();
     return new Promise<void>((resolve) => {
       const done = () => {
@@ -216,8 +238,9 @@ export class ReportCache {
       registered: false,
       body: undefined,
       bodyGeneration: 0,
-      pending: new Map(),
-      dropped: 0,
+      built: new WeakMap(),
+      pending: [],
+      dropped: [],
       lastRequestMs: this.#now(),
     };
     this.#probes.set(probeId, probe);
@@ -232,13 +255,13 @@ export class ReportCache {
     if (this.#stopped || this.#probes.get(probe.probeId) !== probe) return;
     const report = this.#backend.report(probe.clientId);
     probe.registered = true;
+    let dropped = report.droppedClosed;
     for (const c of report.connections) {
       if (!c.closed) continue;
-      const key = connectionKey(c);
-      if (probe.pending.has(key) || probe.pending.size < this.#options.maxPendingClosed) probe.pending.set(key, { connection: c, generation });
-      else probe.dropped++;
+      if (probe.pending.length < this.#options.maxPendingClosed) probe.pending.push({ connection: c, generation });
+      else dropped++;
     }
-    probe.dropped += report.droppedClosed;
+    if (dropped > 0) probe.dropped.push({ count: dropped, generation });
   }
 
   async #build(): Promise<void> {
@@ -246,19 +269,20 @@ export class ReportCache {
     this.#lastStartMs = started;
     this.#dirty = false;
     const generation = ++this.#generation;
-    this.#waitBudgetMs = MAX_WAIT_FOR_RESPONSES_MS;
+    this.#waitBudgetMs = this.#options.maxWaitForResponsesMs;
     this.#expireProbes();
     // Everything is taken from the backend at once, so one build sees one state of the table.
     const open = this.#backend.openConnections();
     const status = this.#backend.status();
     const clients = this.#backend.clientCount();
+    const delivery = this.#backend.delivery();
     const jobs: Array<{ probe?: ProbeState; closed: Connection[]; dropped: number }> = [];
     if (this.#anonymous === undefined || this.#anonymousServed) jobs.push({ closed: [], dropped: 0 });
     this.#anonymousServed = false;
     for (const probe of this.#probes.values()) {
       this.#pull(probe, generation);
       if (!probe.registered) continue;
-      jobs.push({ probe, closed: [...probe.pending.values()].map((p) => p.connection), dropped: probe.dropped });
+      jobs.push({ probe, closed: probe.pending.map((p) => p.connection), dropped: probe.dropped.reduce((sum, d) => sum + d.count, 0) });
     }
     let shared: Buffer | undefined;
     for (const job of jobs) {
@@ -268,16 +292,17 @@ export class ReportCache {
         body = shared;
       } else {
         body = await runStepsAsync(renderScopeReportBody(this.#identity, this.#deriver, this.#hostId, {
-          open, closed: job.closed, droppedClosed: job.dropped, status, clients, now: new Date(started),
+          open, closed: job.closed, droppedClosed: job.dropped, status, clients, delivery, now: new Date(started),
         }), () => this.#yieldToResponses());
         this.builds++;
         if (job.closed.length === 0 && job.dropped === 0) shared = body;
       }
-      if (job.probe === undefined) {
-        this.#anonymous = body;
-      } else {
+      // The freshest open-connections body is what anonymous readers and retired probes get.
+      if (body === shared) this.#anonymous = body;
+      if (job.probe !== undefined) {
         job.probe.body = body;
         job.probe.bodyGeneration = generation;
+        job.probe.built.set(body, generation);
       }
     }
     this.#lastDurationMs = this.#now() - started;

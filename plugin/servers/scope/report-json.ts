@@ -12,6 +12,7 @@
  */
 import type { Connection } from "../../model/connection.ts";
 import type { TrackerStatus } from "../../model/status.ts";
+import type { DeliveryCounters } from "../../model/backend.ts";
 import { collectNodes, type EdgeDeriver, renderNodesJsonChunks, type Steps } from "./endpoint-topology.ts";
 
 export const API_VERSION = "1";
@@ -42,6 +43,8 @@ export interface ReportStatus {
   closedConnections: number;
   /** Closed connections this probe will never see (its buffer overflowed). */
   droppedClosed: number;
+  /** How handing closes to clients went (gRPC and Scope alike). */
+  delivery?: DeliveryCounters;
   generatedAt: string;
 }
 
@@ -51,6 +54,7 @@ export interface ReportInput {
   droppedClosed: number;
   status: TrackerStatus;
   clients: number;
+  delivery?: DeliveryCounters;
   now: Date;
 }
 
@@ -85,6 +89,7 @@ export function* renderScopeReportBody(identity: PluginIdentity, deriver: EdgeDe
     openConnections: input.open.length,
     closedConnections: input.closed.length,
     droppedClosed: input.droppedClosed,
+    delivery: input.delivery,
     generatedAt: timestamp,
   };
   const nodesJson = yield* renderNodesJsonChunks(nodes, timestamp, hostId);
