@@ -31,6 +31,8 @@ export type StackConfig = Pick<Config,
   kernelOverride?: { release: string; version: string };
   /** --source ebpf: first restart back-off after deaths (defaultPolicy.requiredRetryFirstMs). */
   requiredRetryMs?: number;
+  /** The socket snapshot iterator's object (build/snapshot.bpf.o); tests point it elsewhere to make /proc the scan. */
+  snapshotObjectPath?: string;
 };
 
 export const defaultStackConfig: StackConfig = {
@@ -58,6 +60,7 @@ export async function startTrackerStack(config: StackConfig, log: Logger, signal
     procfs: (signal) => scanProcForSupervisor(config.procRoot, signal),
     ebpfLive: () => supervisor?.trackerAttached ?? false,
     procRoot: config.procRoot,
+    objectPath: config.snapshotObjectPath,
     log: log.child({ component: "scan" }),
   });
   const backend = createReportBackend(table, () => withScanSource(supervisor!.status(), scans), {
