@@ -94,7 +94,7 @@ async function main(): Promise<void> {
     }
     if (stopping) return;
     const status = stack.supervisor.status();
-    log.info("ready", { source: status.source, reason: status.reason, hostId: config.hostId, glibcTunables: allocator.glibcTunables, v8OldSpaceFloorMiB: heap.oldSpaceFloorMiB, fdWalk: status.fdWalk });
+    log.info("ready", { source: status.source, reason: status.reason, attachments: status.attachments, hostId: config.hostId, glibcTunables: allocator.glibcTunables, v8OldSpaceFloorMiB: heap.oldSpaceFloorMiB, fdWalk: status.fdWalk });
   })();
   try {
     await startup;

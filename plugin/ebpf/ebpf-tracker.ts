@@ -3,6 +3,7 @@
  * decides: losses and death go to the supervisor, which owns the restart/fallback policy.
  */
 import { PluginError } from "../errors.ts";
+import type { ProgramAttachment } from "../model/status.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
 import { EventApplier } from "./event-applier.ts";
 import { defaultObjectPath, loadNativeAddon, type NativeCounters, type NativeTracker } from "./native-addon.ts";
@@ -17,6 +18,8 @@ export interface EbpfTrackerOptions {
   drainIntervalMs?: number;
   holdBackMs?: number;
   wakeup?: boolean;
+  /** Never try tp_btf (see NativeTrackerOptions.tracepointsOnly). */
+  tracepointsOnly?: boolean;
   /** How often the kernel's loss counters are read. */
   counterPollMs?: number;
   /** Debug only, off by default: when this file appears the tracker declares itself dead and removes it. */
@@ -52,6 +55,7 @@ export class EbpfTracker {
   #timers: ReturnType<typeof setInterval>[] = [];
   #lastCounters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0, badSizeRecords: 0 };
   #dead = false;
+  #attachments: ProgramAttachment[] = [];
   eventsReceived = 0;
 
   constructor(table: ConnectionTable, hooks: EbpfTrackerHooks, options: EbpfTrackerOptions = {}) {
@@ -63,6 +67,7 @@ export class EbpfTracker {
       drainIntervalMs: options.drainIntervalMs ?? 20,
       holdBackMs: options.holdBackMs ?? 50,
       wakeup: options.wakeup ?? false,
+      tracepointsOnly: options.tracepointsOnly ?? false,
       counterPollMs: options.counterPollMs ?? 1000,
       debugKillFile: options.debugKillFile,
     };
@@ -104,10 +109,12 @@ export class EbpfTracker {
       ringBufferBytes: this.#options.ringBufferBytes,
       drainIntervalMs: this.#options.drainIntervalMs,
       wakeup: this.#options.wakeup,
+      tracepointsOnly: this.#options.tracepointsOnly,
       onBatch: (batch) => this.#onBatch(batch),
       onError: (error) => this.#die(new PluginError("ERR_TRACKER_DEAD", `ring-buffer reader failed: ${error.message}`, { cause: error })),
     });
     this.#lastCounters = this.#native.counters();
+    this.#attachments = this.#native.attachments();
     this.#timers.push(setInterval(() => this.#applyDue(), this.#options.drainIntervalMs));
     this.#timers.push(setInterval(() => this.#pollCounters(), this.#options.counterPollMs));
     for (const timer of this.#timers) timer.unref?.();
@@ -127,11 +134,17 @@ export class EbpfTracker {
     return this.#native?.attachedPrograms() ?? [];
   }
 
+  /** What serves each hook on this kernel and why, fixed at start (empty when not running). */
+  attachments(): ProgramAttachment[] {
+    return this.#attachments;
+  }
+
   stop(): void {
     for (const timer of this.#timers) clearInterval(timer);
     this.#timers = [];
     const native = this.#native;
     this.#native = undefined;
+    this.#attachments = [];
     if (native !== undefined) {
       try {
         this.#lastCounters = native.counters();

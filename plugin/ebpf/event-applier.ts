@@ -76,7 +76,7 @@ export class EventApplier {
       // Decided here, not when pairing: a record applied earlier in this release may have put an
       // entry on this port, and then the pair goes through the table like any other.
       if (partner > i && !this.#table.hasLocalPort(view.getUint16(o + Field.localPort, true))) {
-        if (this.#orphanCloses.size > 0) this.#retireOrphan(view, o, undefined);
+        if (this.#orphanCloses.size > 0) this.#retireOrphan(bytes, view, o, undefined);
         this.#passOpen(i, this.#connection(bytes, view, o));
       } else if (partner >= 0 && partner < i) {
         this.#passClose(partner);
@@ -168,24 +168,19 @@ export class EventApplier {
     this.#table.open(connection, key);
     if (this.#keysBySocket.size >= SOCKET_KEY_LIMIT) this.#keysBySocket.clear();
     this.#keysBySocket.set(sockSlot(view, o), key);
-    if (this.#orphanCloses.size > 0) this.#retireOrphan(view, o, key);
+    if (this.#orphanCloses.size > 0) this.#retireOrphan(bytes, view, o, key);
   }
 
   /** An open of a socket whose close came first (reset before accept): that close was not of an unknown connection. */
-  #retireOrphan(view: DataView, o: number, key: string | undefined): void {
+  #retireOrphan(bytes: Uint8Array, view: DataView, o: number, key: string | undefined): void {
     const cookie = sockCookie(view, o);
     const orphan = this.#orphanCloses.get(cookie);
     if (orphan === undefined) return;
-    if ((key ?? tupleKey(...this.#decodeTuple(view, o))) !== orphan.key) return;
+    if ((key ?? tupleKeyOf(bytes, view, o)) !== orphan.key) return;
     this.#orphanCloses.delete(cookie);
     this.pairedLateOpens++;
   }
 
-  #decodeTuple(view: DataView, o: number): [number, string, number, string, number] {
-    const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
-    // netns, local address and port, remote address and port: tupleKey's arguments.
-    return [view.getUint32(o + Field.netns, true), addressText(bytes, view, o, Field.localAddress), view.getUint16(o + Field.localPort, true), addressText(bytes, view, o, Field.remoteAddress), view.getUint16(o + Field.remotePort, true)];
-  }
 
   #close(bytes: Uint8Array, view: DataView, o: number): void {
     this.closes++;
@@ -196,7 +191,7 @@ export class EventApplier {
       this.#table.close(known);
       return;
     }
-    const key = tupleKey(...this.#decodeTuple(view, o));
+    const key = tupleKeyOf(bytes, view, o);
     this.#onCloseKey?.(key);
     if (this.#table.has(key)) {
       this.#table.close(key);
@@ -242,6 +237,17 @@ export class EventApplier {
       this.#countUnknown(cookie, orphan.key);
     }
   }
+}
+
+/** The table key of a record's tuple, built from its fields. */
+function tupleKeyOf(bytes: Uint8Array, view: DataView, o: number): string {
+  return tupleKey(
+    view.getUint32(o + Field.netns, true),
+    addressText(bytes, view, o, Field.localAddress),
+    view.getUint16(o + Field.localPort, true),
+    addressText(bytes, view, o, Field.remoteAddress),
+    view.getUint16(o + Field.remotePort, true),
+  );
 }
 
 /** Same socket cookie and same tuple (namespace, ports, address bytes) in two records. */

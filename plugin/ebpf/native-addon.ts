@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { existsSync } from "node:fs";
 import { PluginError } from "../errors.ts";
+import type { ProgramAttachment } from "../model/status.ts";
 
 export interface NativeCounters {
   lost: number;
@@ -13,10 +14,17 @@ export interface NativeCounters {
   missed: number;
   /** Ring-buffer records whose size is not the addon's struct tracker_event: dropped, never decoded (object and addon disagree). */
   badSizeRecords: number;
+  /**
+   * State changes the first tp_btf program was skipped for (a softirq or a preempting task's change
+   * landed inside its run) and its backstop program handled: not missed, shown for diagnostics.
+   */
+  backstop?: number;
 }
 
 export interface NativeTrackerOptions {
   objectPath: string;
+  /** Never try tp_btf: the classic tracepoints everywhere (for comparison and as an escape hatch). */
+  tracepointsOnly?: boolean;
   ringBufferBytes?: number;
   drainIntervalMs?: number;
   wakeup?: boolean;
@@ -27,6 +35,8 @@ export interface NativeTrackerOptions {
 export interface NativeTracker {
   counters(): NativeCounters;
   attachedPrograms(): string[];
+  /** Every hook, with the program type attached to it and why; empty once stopped. */
+  attachments(): ProgramAttachment[];
   stop(): void;
 }
 

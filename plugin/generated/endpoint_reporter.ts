@@ -288,7 +288,11 @@ export interface TrackerStatus {
   sinceUnixMs: number;
   /** How /proc scans map sockets to processes: the native fd walk, or the JS one and why. */
   fdWalk: string;
-  delivery: DeliveryCounters | undefined;
+  delivery:
+    | DeliveryCounters
+    | undefined;
+  /** While eBPF is live: the program attached to each kernel hook and why. Empty otherwise. */
+  attachments: ProgramAttachment[];
 }
 
 /** How handing closed connections to clients went. */
@@ -298,7 +302,10 @@ export interface DeliveryCounters {
    * the client while still being written): their closes were offered again on the next Report.
    */
   grpcReportsUndelivered: number;
-  /** Scope /report bodies not sent whole (HEAD, or the probe gave up): their closes were kept. */
+  /**
+   * Scope /report bodies not sent whole (the probe went away first, e.g. its 500 ms deadline):
+   * their closes were kept for its next request. A HEAD delivers nothing and is not counted.
+   */
   scopeBodiesUndelivered: number;
   /**
    * Client ids forgotten because their kind (gRPC, Scope) held the most allowed, least recently
@@ -312,6 +319,18 @@ export interface DeliveryCounters {
    * not again; not counted in closes_of_unknown).
    */
   closesOfEvicted: number;
+}
+
+/** Which BPF program serves one kernel hook on this kernel. */
+export interface ProgramAttachment {
+  /** "inet_sock_set_state", "sys_exit_accept", "sys_exit_accept4". */
+  hook: string;
+  /** "tp_btf" (BTF raw tracepoint) or "tracepoint" (classic); empty when the hook is not attached. */
+  type: string;
+  /** The program's ELF section in the BPF object; empty when not attached. */
+  program: string;
+  /** Why this type, and why not the preferred one. */
+  reason: string;
 }
 
 function createBaseReportRequest(): ReportRequest {
@@ -1527,6 +1546,7 @@ function createBaseTrackerStatus(): TrackerStatus {
     sinceUnixMs: 0,
     fdWalk: "",
     delivery: undefined,
+    attachments: [],
   };
 }
 
@@ -1558,6 +1578,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     }
     if (message.delivery !== undefined) {
       DeliveryCounters.encode(message.delivery, writer.uint32(66).fork()).join();
+    }
+    for (const v of message.attachments) {
+      ProgramAttachment.encode(v!, writer.uint32(170).fork()).join();
     }
     return writer;
   },
@@ -1647,6 +1670,14 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
             message.delivery = DeliveryCounters.decode(reader, reader.uint32());
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.attachments.push(ProgramAttachment.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1678,6 +1709,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
         ? globalThis.String(object.fd_walk)
         : "",
       delivery: isSet(object.delivery) ? DeliveryCounters.fromJSON(object.delivery) : undefined,
+      attachments: globalThis.Array.isArray(object?.attachments)
+        ? object.attachments.map((e: any) => ProgramAttachment.fromJSON(e))
+        : [],
     };
   },
 
@@ -1710,6 +1744,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     if (message.delivery !== undefined) {
       obj.delivery = DeliveryCounters.toJSON(message.delivery);
     }
+    if (message.attachments?.length) {
+      obj.attachments = message.attachments.map((e) => ProgramAttachment.toJSON(e));
+    }
     return obj;
   },
 
@@ -1731,6 +1768,7 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     message.delivery = (object.delivery !== undefined && object.delivery !== null)
       ? DeliveryCounters.fromPartial(object.delivery)
       : undefined;
+    message.attachments = object.attachments?.map((e) => ProgramAttachment.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1890,6 +1928,123 @@ export const DeliveryCounters: MessageFns<DeliveryCounters> = {
     message.clientsEvicted = object.clientsEvicted ?? 0;
     message.clientsExpired = object.clientsExpired ?? 0;
     message.closesOfEvicted = object.closesOfEvicted ?? 0;
+    return message;
+  },
+};
+
+function createBaseProgramAttachment(): ProgramAttachment {
+  return { hook: "", type: "", program: "", reason: "" };
+}
+
+export const ProgramAttachment: MessageFns<ProgramAttachment> = {
+  encode(message: ProgramAttachment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hook !== "") {
+      writer.uint32(10).string(message.hook);
+    }
+    if (message.type !== "") {
+      writer.uint32(18).string(message.type);
+    }
+    if (message.program !== "") {
+      writer.uint32(26).string(message.program);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProgramAttachment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProgramAttachment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hook = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.type = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.program = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ProgramAttachment {
+    return {
+      hook: isSet(object.hook) ? globalThis.String(object.hook) : "",
+      type: isSet(object.type) ? globalThis.String(object.type) : "",
+      program: isSet(object.program) ? globalThis.String(object.program) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: ProgramAttachment): unknown {
+    const obj: any = {};
+    if (message.hook !== "") {
+      obj.hook = message.hook;
+    }
+    if (message.type !== "") {
+      obj.type = message.type;
+    }
+    if (message.program !== "") {
+      obj.program = message.program;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ProgramAttachment>): ProgramAttachment {
+    return ProgramAttachment.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ProgramAttachment>): ProgramAttachment {
+    const message = createBaseProgramAttachment();
+    message.hook = object.hook ?? "";
+    message.type = object.type ?? "";
+    message.program = object.program ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };

@@ -30,7 +30,7 @@ export interface PreparedReport extends ClientReport {
 export interface DeliveryCounters {
   /** gRPC Report answers that did not reach their client; their closes were offered again. */
   grpcReportsUndelivered: number;
-  /** Scope /report bodies not fully sent (HEAD, or the probe gave up); their closes were served again. */
+  /** Scope /report bodies not sent whole (the probe went away first); their closes were served again. HEAD is not counted. */
   scopeBodiesUndelivered: number;
   /** Client ids dropped because their kind held the most allowed, least recently asking first. */
   clientsEvicted: number;

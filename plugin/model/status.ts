@@ -36,6 +36,17 @@ export interface TrackerCounters {
   internalErrors: number;
 }
 
+/** Which BPF program serves one kernel hook, and why that type (native/src/attach_plan.c decides). */
+export interface ProgramAttachment {
+  /** The kernel hook: "inet_sock_set_state", "sys_exit_accept", "sys_exit_accept4". */
+  hook: string;
+  /** "tp_btf" (BTF raw tracepoint) or "tracepoint" (classic); null when the hook is not attached on this kernel. */
+  type: "tp_btf" | "tracepoint" | null;
+  /** The program's ELF section in build/tracker.bpf.o; null when not attached. */
+  program: string | null;
+  reason: string;
+}
+
 export interface TrackerStatus {
   source: SourceKind;
   /** Milliseconds since the epoch when the live source became live. */
@@ -45,6 +56,8 @@ export interface TrackerStatus {
   counters: TrackerCounters;
   /** How /proc scans map sockets to processes, and why that walk (the native one, or JS and why not native). */
   fdWalk?: string;
+  /** While eBPF is live: what got attached to each hook and why. Absent otherwise. */
+  attachments?: ProgramAttachment[];
 }
 
 export function emptyCounters(): TrackerCounters {

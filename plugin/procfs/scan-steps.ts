@@ -17,10 +17,10 @@ import type { FdWalker, FdWalkerKind } from "./fd-walk.ts";
 import { InodeIndex } from "./inode-index.ts";
 import { bracketedInode, isPidName } from "./links.ts";
 import { readLink, readSmallText, readTable } from "./proc-io.ts";
-import { TcpState, TcpTableParser } from "./tcp-table.ts";
+import { OPEN_TCP_STATES, TcpState, TcpTableParser } from "./tcp-table.ts";
 
 export interface ProcScan {
-  /** ESTABLISHED sockets, one per local socket, in every namespace. */
+  /** Open sockets (OPEN_TCP_STATES), one per local socket, in every namespace. */
   connections: Connection[];
   /** Listening TCP ports (IPv4 and IPv6) per network namespace inode. */
   listening: Map<number, Set<number>>;
@@ -113,7 +113,7 @@ function* readNamespaceTables(root: string, netns: number, members: number[], { 
   const first = result.connections.length;
   const parser = new TcpTableParser({
     decoder,
-    states: [TcpState.established, TcpState.listen],
+    states: [...OPEN_TCP_STATES, TcpState.listen],
     onRow: (state, localAddress, localPort, remoteAddress, remotePort, inode) => {
       if (state === TcpState.listen) return void listening.add(localPort);
       // Inode 0: still in the accept queue, no process holds it yet. A table read in several

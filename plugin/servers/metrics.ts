@@ -41,7 +41,7 @@ export function createMetrics(backend: ReportBackend): { registry: Registry; bac
   const deliveryFrom = (name: string, help: string, read: (d: ReturnType<ReportBackend["delivery"]>) => number) =>
     new Counter({ name, help, registers: [registry], collect() { this.reset(); this.inc(read(backend.delivery())); } });
   deliveryFrom("endpoint_reporter_grpc_reports_undelivered_total", "gRPC Report answers that did not reach their client; their closes were offered again", (d) => d.grpcReportsUndelivered);
-  deliveryFrom("endpoint_reporter_scope_bodies_undelivered_total", "Scope /report bodies not sent whole (HEAD, or the probe gave up); their closes were kept", (d) => d.scopeBodiesUndelivered);
+  deliveryFrom("endpoint_reporter_scope_bodies_undelivered_total", "Scope /report bodies not sent whole (the probe went away first); their closes were kept", (d) => d.scopeBodiesUndelivered);
   deliveryFrom("endpoint_reporter_clients_evicted_total", "Client ids forgotten because their kind held the most allowed", (d) => d.clientsEvicted);
   deliveryFrom("endpoint_reporter_clients_expired_total", "Client ids forgotten after not asking for the client expiry", (d) => d.clientsExpired);
   deliveryFrom("endpoint_reporter_closes_of_evicted_total", "Real closes of connections evicted earlier by the table cap", (d) => d.closesOfEvicted);

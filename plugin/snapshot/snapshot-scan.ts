@@ -1,19 +1,19 @@
 /**
  * One snapshot of the host's TCP sockets turned into what a /proc scan gives (../procfs/scan.ts):
  * the established connections of every namespace with their owners, the listening ports per
- * namespace for direction. The kernel side folds and filters nothing but the protocol; here the
- * states are picked as the /proc scan picks its rows.
+ * namespace for direction. The kernel side filters nothing but the protocol; here the states are
+ * picked as the /proc scan picks its rows (OPEN_TCP_STATES: established or half-closed).
  *
  * Decoding runs on the event loop in slices of at most `sliceMs`: 200k records are ~50 ms of work.
  */
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { Connection } from "../model/connection.ts";
-import { TcpState } from "../procfs/tcp-table.ts";
+import { OPEN_TCP_STATES, TcpState } from "../procfs/tcp-table.ts";
 import { addressText, commText, Field, SOCKET_RECORD_SIZE, SOCKET_RECORD_TYPE, SocketField } from "./socket-records.ts";
 import type { SocketSnapshot } from "./socket-snapshot.ts";
 
 export interface SnapshotScan {
-  /** ESTABLISHED sockets, one per local socket, in every namespace (as ProcScan.connections). */
+  /** Open sockets (OPEN_TCP_STATES, as the /proc scan takes them), one per local socket, in every namespace. */
   connections: Connection[];
   /** Listening TCP ports (IPv4 and IPv6) per network namespace inode. */
   listening: Map<number, Set<number>>;
@@ -36,6 +36,9 @@ export interface SnapshotScanOptions {
 }
 
 const DEFAULT_SLICE_MS = 8;
+/** By TCP state: taken as a connection. The /proc scan's own set: both sources agree on what is open. */
+const OPEN = new Uint8Array(256);
+for (const state of OPEN_TCP_STATES) OPEN[state] = 1;
 /** Records between two clock reads. */
 const CHECK_EVERY = 512;
 
@@ -84,7 +87,7 @@ export async function scanSockets(snapshot: Pick<SocketSnapshot, "read">, option
   for (let i = 0; i < count; i++) {
     if (i % CHECK_EVERY === CHECK_EVERY - 1) await breathe();
     const o = i * SOCKET_RECORD_SIZE;
-    if (records[o + SocketField.state] !== TcpState.established || records[o + Field.type] !== SOCKET_RECORD_TYPE) continue;
+    if (OPEN[records[o + SocketField.state]] === 0 || records[o + Field.type] !== SOCKET_RECORD_TYPE) continue;
     const family = records[o + Field.family];
     if (family !== 4 && family !== 6) continue;
     const netns = view.getUint32(o + Field.netns, true);

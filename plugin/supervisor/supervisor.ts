@@ -25,7 +25,7 @@ export type SourceChoice = "auto" | "ebpf" | "procfs";
 
 /** What the supervisor needs of a live tracker; EbpfTracker is the one real implementation. */
 export type LiveTracker = Pick<EbpfTracker, "start" | "stop" | "flush" | "counters" | "attachedPrograms" | "eventsReceived" | "heldBack" | "malformedRecords">
-  & Partial<Pick<EbpfTracker, "lateEvents" | "badSizeRecords">>;
+  & Partial<Pick<EbpfTracker, "lateEvents" | "badSizeRecords" | "attachments">>;
 
 /** What a /proc (or other) scan found, and which namespaces it can vouch for. */
 export interface ScanOutcome {
@@ -170,6 +170,7 @@ export class Supervisor {
         evictions: this.#table.evictions,
       },
       ...(this.#options.fdWalk === undefined ? {} : { fdWalk: this.#options.fdWalk() }),
+      ...(this.#source === "ebpf" && tracker?.attachments !== undefined ? { attachments: tracker.attachments() } : {}),
     };
   }
 
@@ -226,7 +227,7 @@ export class Supervisor {
     }
     this.#stopPolling();
     this.#setLive("ebpf", reason);
-    this.#log.info("eBPF tracker live", { programs: tracker.attachedPrograms(), reason });
+    this.#log.info("eBPF tracker live", { programs: tracker.attachedPrograms(), attachments: tracker.attachments?.(), reason });
     this.#reconcileTimer = setInterval(() => void this.reconcileNow().catch((e) => this.#scanFailed("reconcile", e)), this.#options.reconcileIntervalMs);
     this.#reconcileTimer.unref?.();
   }

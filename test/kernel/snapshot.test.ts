@@ -70,6 +70,16 @@ t.test(`the iterator's snapshot (${probeReads ? "the 5.8-5.10 path, probe reads"
   const many = await peer(t, startClient(net.b.name, net.a.ipv4, 7101, 3000, true));
   await many.linesUntil("done");
 
+  // A half-closed connection: the client shut its side (FIN_WAIT2), the server has not (CLOSE_WAIT).
+  const halfClosed = spawn("ip", ["netns", "exec", net.b.name, "python3", "-c", [
+    "import socket, sys",
+    `c = socket.create_connection(('${net.a.ipv4}', 7101)); c.shutdown(socket.SHUT_WR)`,
+    "print('shut', flush=True)",
+    "sys.stdin.read()",
+  ].join("\n")], { stdio: ["pipe", "pipe", "inherit"] });
+  t.teardown(() => void halfClosed.kill("SIGKILL"));
+  await new Promise((resolve) => halfClosed.stdout.once("data", resolve));
+
   const shared = [...socketInodesOf(sharing.pid)].filter((inode) => socketInodesOf(child).has(inode));
   t.ok(shared.length >= 1, "the server and its child hold the same socket");
 
@@ -80,7 +90,7 @@ t.test(`the iterator's snapshot (${probeReads ? "the 5.8-5.10 path, probe reads"
   const viaProc = await scanProc({ procRoot: "/proc" });
   const iter = rowsIn(net, viaIterator.connections);
   const proc = rowsIn(net, viaProc.connections);
-  t.equal(iter.length, 2 * (40 + 40 + 1 + 3000), "both ends of every connection");
+  t.equal(iter.length, 2 * (40 + 40 + 1 + 3000 + 1), "both ends of every connection, the half-closed one too");
   t.same(iter, proc, "iterator rows equal /proc rows", {
     onlyIterator: iter.filter((r) => !proc.includes(r)).slice(0, 10),
     onlyProc: proc.filter((r) => !iter.includes(r)).slice(0, 10),

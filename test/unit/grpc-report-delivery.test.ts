@@ -120,3 +120,21 @@ t.test("gRPC client ids are capped: the least recently asking one is forgotten, 
   t.same(closedPorts(back), []);
   t.equal(s.backend.report("scope:probe-1").connections.filter((c) => c.closed).length, 100, "the Scope probe, another kind, kept its place and closes");
 });
+
+t.test("an answer over the server's own send limit delivers nothing", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 1000 });
+  const backend = createReportBackend(table, () => STATUS);
+  for (let i = 0; i < 200; i++) table.open(conn({ localPort: 20_000 + i }));
+  const server = await startGrpcServer({ backend, hostId: "h", listen: { kind: "unix", path: join(tempDir(t), "s.sock") }, limits: { maxSendMessageBytes: 4096 } });
+  t.teardown(() => server.close());
+  const client = grpcClient(t, server.address);
+  const report = () => unary<EndpointReport>((cb) => client.report({ clientId: "big" }, cb));
+  await t.rejects(report(), { code: GrpcStatus.RESOURCE_EXHAUSTED }, "registered, but the answer is too big to send");
+  const gone = conn({ localPort: 20_000 });
+  closeConn(table, gone);
+  await t.rejects(report(), { code: GrpcStatus.RESOURCE_EXHAUSTED });
+  t.equal(backend.delivery().grpcReportsUndelivered, 2);
+  const inProcess = backend.report("grpc:big");
+  t.equal(inProcess.firstReport, true, "no answer ever reached it");
+  t.same(inProcess.connections.filter((c) => c.closed).map((c) => c.localPort), [20_000], "the close is still held for it");
+});

@@ -43,6 +43,7 @@ export function statusToWire(s: TrackerStatus, extras: StatusExtras): pb.Tracker
     sinceUnixMs: s.sinceMs,
     reason: s.reason,
     counters: { ...s.counters },
+    attachments: (s.attachments ?? []).map((a) => ({ hook: a.hook, type: a.type ?? "", program: a.program ?? "", reason: a.reason })),
     clients: extras.clients,
     watchers: extras.watchers,
     fdWalk: s.fdWalk ?? "",

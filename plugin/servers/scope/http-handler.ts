@@ -16,6 +16,8 @@ const PROBE_ID = /^[A-Za-z0-9._:-]+$/;
 export interface ReportSource {
   /** The body to answer with; serving it delivers nothing by itself. */
   bodyFor(probeId: string | undefined): Buffer;
+  /** Before bodyFor: waits while the body on hand is not current; a stand-in body if none got ready in time. */
+  awaitCurrent?(probeId: string | undefined): Promise<Buffer | undefined> | undefined;
   /** The whole of `body` went out to this probe. */
   bodySent?(probeId: string, body: Buffer): void;
   /** `body` did not go out whole. */
@@ -26,18 +28,21 @@ export interface ReportSource {
 
 export function createScopeRequestHandler(source: ReportSource, log?: Logger) {
   return (req: IncomingMessage, res: ServerResponse): void => {
-    try {
-      discardBody(req, res);
-      route(source, req, res);
-    } catch (error) {
+    const fail = (error: unknown) => {
       log?.error("scope plugin request failed", { error });
       if (!res.headersSent) sendText(res, 500, "internal error\n");
       else res.destroy();
+    };
+    try {
+      discardBody(req, res);
+      route(source, req, res).catch(fail);
+    } catch (error) {
+      fail(error);
     }
   };
 }
 
-function route(source: ReportSource, req: IncomingMessage, res: ServerResponse): void {
+async function route(source: ReportSource, req: IncomingMessage, res: ServerResponse): Promise<void> {
   let url: URL;
   try {
     url = new URL(req.url ?? "", "http://plugin");
@@ -61,7 +66,11 @@ function route(source: ReportSource, req: IncomingMessage, res: ServerResponse):
     sendText(res, 400, `${(error as Error).message}\n`);
     return;
   }
-  const body = source.bodyFor(probeId);
+  const waiting = source.awaitCurrent?.(probeId);
+  const standIn = waiting === undefined ? undefined : await waiting;
+  // The client gave up while a current body was being built.
+  if (res.destroyed) return;
+  const body = standIn ?? source.bodyFor(probeId);
   res.writeHead(200, { "Content-Type": "application/json", "Content-Length": body.length });
   // A HEAD answer carries nothing, so it delivers nothing.
   if (req.method === "HEAD") return void res.end();

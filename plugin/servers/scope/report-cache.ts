@@ -6,8 +6,16 @@
  * than `minRebuildIntervalMs` nor than a few times the last build's duration (CPU stays bounded
  * on big tables), only when something changed or the last build is `maxAgeMs` old, and only while
  * someone asks: after `idleAfterMs` without a request nothing is rebuilt (a host without a Scope
- * probe pays nothing for it, and gRPC callers see no rebuild slices), and the first request after
- * the quiet spell is served the last body and wakes the rebuilds.
+ * probe pays nothing for it, and gRPC callers see no rebuild slices).
+ *
+ * Freshness: a body is served as current only while its snapshot is younger than one rebuild cycle
+ * (the rebuild interval plus one build: as old as a body gets while rebuilds keep up), or, when
+ * nothing changed since the snapshot, younger than `maxAgeMs` plus one cycle. Otherwise (the first
+ * request after start or after a quiet spell) the request waits for a rebuild, up to `staleWaitMs`;
+ * if that is not enough (about 100k connections), it gets a stand-in: a valid report with no nodes
+ * whose description says why, and the rebuild carries on for the next request. Scope merges reports
+ * over a window, so an empty one adds nothing and removes nothing; an old one would bring back
+ * connections long closed and lack new ones. A stand-in delivers nothing.
  *
  * Each probe_id is its own backend client ("scope:<probe_id>") and sees every closed connection
  * exactly once: closes pulled for a probe stay pending, one entry per connection, and in every body
@@ -20,7 +28,7 @@
 import type { ReportBackend } from "../../model/backend.ts";
 import type { Connection } from "../../model/connection.ts";
 import type { Logger } from "../../log.ts";
-import { EdgeDeriver, runStepsAsync } from "./endpoint-topology.ts";
+import { EdgeDeriver, runSteps, runStepsAsync } from "./endpoint-topology.ts";
 import type { NodeIdContext } from "./node-id.ts";
 import { type PluginIdentity, renderScopeReportBody } from "./report-json.ts";
 
@@ -39,16 +47,19 @@ export interface ReportCacheOptions {
   maxPendingClosed: number;
   /** Rebuilds stop when nobody asked for this long (Scope probes ask every second). */
   idleAfterMs: number;
-  /** A rebuild waits for bodies being written at most this long in all (see below). */
+  /**
+   * A rebuild's slices wait while a body is being written: a 16 MB body leaves in socket-buffer-sized
+   * writes, one per event-loop turn, and every rebuild slice in between delayed it (p99 of /report at
+   * 100k went from ~50 ms to ~700 ms). Bounded per build by this, so a client that stops reading
+   * cannot starve the rebuilds.
+   */
   maxWaitForResponsesMs: number;
+  /**
+   * How long a request whose body is no longer current waits for a rebuild. Scope allows 500 ms for
+   * dial, request, response and its own decoding: half for the build, half for the rest.
+   */
+  staleWaitMs: number;
 }
-
-/**
- * A rebuild's slices wait while a body is being written: a 16 MB body leaves in socket-buffer-sized
- * writes, one per event-loop turn, and every rebuild slice in between delayed it (p99 of /report at
- * 100k went from ~50 ms to ~700 ms). Bounded per build, so a client that stops reading cannot
- * starve the rebuilds.
- */
 
 export const DEFAULT_REPORT_CACHE_OPTIONS: ReportCacheOptions = {
   minRebuildIntervalMs: 500,
@@ -59,7 +70,14 @@ export const DEFAULT_REPORT_CACHE_OPTIONS: ReportCacheOptions = {
   maxPendingClosed: 65_536,
   idleAfterMs: 30_000,
   maxWaitForResponsesMs: 1_000,
+  staleWaitMs: 250,
 };
+
+/** When a body's snapshot was taken, and the count of changes the table had seen by then. */
+interface Stamp {
+  atMs: number;
+  changeSeq: number;
+}
 
 interface Pending {
   connection: Connection;
@@ -73,6 +91,7 @@ interface ProbeState {
   registered: boolean;
   body: Buffer | undefined;
   bodyGeneration: number;
+  bodyStamp: Stamp | undefined;
   /** The build of every body made for this probe: a body may still be going out after the next build. */
   built: WeakMap<Buffer, number>;
   /** In the order pulled, so in generation order. */
@@ -92,7 +111,14 @@ export class ReportCache {
   readonly #now: () => number;
   readonly #probes = new Map<string, ProbeState>();
   #anonymous: Buffer | undefined;
+  #anonymousStamp: Stamp | undefined;
   #anonymousServed = true;
+  /** Changes that make a body out of date: table changes and delivered closes (not mere age). */
+  #changeSeq = 0;
+  /** The rebuild a stale request started; later stale requests join it. */
+  #staleRebuild: Promise<void> | undefined;
+  #lastOpenCount = 0;
+  #lastRenderMs = 0;
   #generation = 0;
   #dirty = true;
   #job: Promise<void> | undefined;
@@ -125,7 +151,7 @@ export class ReportCache {
   /** Builds the first body, then keeps bodies fresh. */
   async start(): Promise<void> {
     this.#unsubscribe ??= this.#backend.subscribe(() => this.#markDirty());
-    this.#ageTimer ??= setInterval(() => this.#markDirty(), this.#options.maxAgeMs);
+    this.#ageTimer ??= setInterval(() => this.#markDirty(false), this.#options.maxAgeMs);
     this.#ageTimer.unref();
     await this.refresh();
   }
@@ -176,6 +202,72 @@ export class ReportCache {
     if (probe?.built.has(body)) this.#backend.noteScopeBodyUndelivered();
   }
 
+  /**
+   * Before bodyFor: undefined when the body bodyFor(probeId) would serve is current; otherwise a
+   * rebuild is started (or joined) and the promise resolves once bodyFor has a current body
+   * (undefined), or after `staleWaitMs` to a stand-in to serve instead (a report with no nodes).
+   */
+  awaitCurrent(probeId: string | undefined): Promise<Buffer | undefined> | undefined {
+    if (this.#stopped || this.#isCurrent(this.#stampFor(probeId), this.#idle())) return undefined;
+    this.#lastRequestMs = this.#now();
+    return this.#waitForCurrent(probeId);
+  }
+
+  async #waitForCurrent(probeId: string | undefined): Promise<Buffer | undefined> {
+    const waitStarted = this.#now();
+    // Current for this request: a snapshot that saw every change made before it.
+    const seq = this.#changeSeq;
+    const sawAll = () => (this.#stampFor(probeId)?.changeSeq ?? -1) >= seq;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), this.#options.staleWaitMs)));
+    let failure: unknown;
+    const rebuilt = (async () => {
+      if (this.#job !== undefined) await this.#job.catch(() => undefined);
+      if (sawAll()) return;
+      // The anonymous body is rebuilt only when asked for: this request may be the one.
+      const probe = probeId === undefined ? undefined : this.#probes.get(probeId);
+      if (probe?.body === undefined) this.#anonymousServed = true;
+      this.#staleRebuild ??= this.refresh().finally(() => (this.#staleRebuild = undefined));
+      await this.#staleRebuild;
+    })().catch((error) => void (failure = error));
+    const outcome = await Promise.race([rebuilt.then(() => "built" as const), timedOut]);
+    clearTimeout(timer);
+    if (outcome === "built" && failure === undefined && sawAll()) return undefined;
+    const why = failure !== undefined
+      ? `building it failed (${failure instanceof Error ? failure.message : String(failure)})`
+      : `rebuilding it (${this.#lastOpenCount} open connections; the last build took ${Math.round(this.#lastRenderMs)} ms) takes longer than ${this.#options.staleWaitMs} ms`;
+    this.#log?.warn("Scope report not current and not rebuilt in time; answered with a report holding no nodes", { why, waitedMs: this.#now() - waitStarted });
+    return this.#standIn(why);
+  }
+
+  /** A valid report with no nodes: nothing for Scope to merge, and a description that says why. */
+  #standIn(why: string): Buffer {
+    const identity = { ...this.#identity, description: `${this.#identity.description}; report not ready: ${why}; the next request gets it` };
+    return runSteps(renderScopeReportBody(identity, this.#deriver, this.#hostId, {
+      open: [], closed: [], droppedClosed: 0, status: this.#backend.status(), clients: this.#backend.clientCount(), delivery: this.#backend.delivery(), now: new Date(this.#now()),
+    }));
+  }
+
+  /** The snapshot behind the body bodyFor(probeId) would serve now. */
+  #stampFor(probeId: string | undefined): Stamp | undefined {
+    const probe = probeId === undefined ? undefined : this.#probes.get(probeId);
+    return probe?.body !== undefined ? probe.bodyStamp : this.#anonymous !== undefined ? this.#anonymousStamp : undefined;
+  }
+
+  /**
+   * `idle`: nobody asked for idleAfterMs, so no rebuild was running to replace the body: a changed
+   * body is then stale however young (with Scope's 1 s polls and the 30 s quiet spell, a body is
+   * always older than a cycle by then anyway; this keeps shorter quiet spells honest too).
+   */
+  #isCurrent(stamp: Stamp | undefined, idle = false): boolean {
+    if (stamp === undefined) return false;
+    const age = this.#now() - stamp.atMs;
+    // As old as a body gets while rebuilds keep up: the wait before the next build, and that build.
+    const cycle = Math.max(this.#options.minRebuildIntervalMs, this.#options.buildCostFactor * this.#lastDurationMs) + this.#lastRenderMs;
+    if (stamp.changeSeq === this.#changeSeq && age <= this.#options.maxAgeMs + cycle) return true;
+    return !idle && age <= cycle;
+  }
+
   /** A body started going out; call the result once it is out (or abandoned). Rebuilds yield to it. */
   responseWriting(): () => void {
     this.#writing++;
@@ -220,7 +312,7 @@ export class ReportCache {
   #serveAnonymous(): Buffer {
     if (!this.#anonymousServed) {
       this.#anonymousServed = true;
-      this.#markDirty();
+      this.#markDirty(false);
     }
     // Only before the first build completes; start() awaits that build.
     return this.#anonymous ?? Buffer.from("{}");
@@ -238,6 +330,7 @@ export class ReportCache {
       registered: false,
       body: undefined,
       bodyGeneration: 0,
+      bodyStamp: undefined,
       built: new WeakMap(),
       pending: [],
       dropped: [],
@@ -268,11 +361,13 @@ export class ReportCache {
     const started = this.#now();
     this.#lastStartMs = started;
     this.#dirty = false;
+    const stamp: Stamp = { atMs: started, changeSeq: this.#changeSeq };
     const generation = ++this.#generation;
     this.#waitBudgetMs = this.#options.maxWaitForResponsesMs;
     this.#expireProbes();
     // Everything is taken from the backend at once, so one build sees one state of the table.
     const open = this.#backend.openConnections();
+    this.#lastOpenCount = open.length;
     const status = this.#backend.status();
     const clients = this.#backend.clientCount();
     const delivery = this.#backend.delivery();
@@ -298,17 +393,25 @@ export class ReportCache {
         if (job.closed.length === 0 && job.dropped === 0) shared = body;
       }
       // The freshest open-connections body is what anonymous readers and retired probes get.
-      if (body === shared) this.#anonymous = body;
+      if (body === shared) {
+        this.#anonymous = body;
+        this.#anonymousStamp = stamp;
+      }
       if (job.probe !== undefined) {
         job.probe.body = body;
         job.probe.bodyGeneration = generation;
+        job.probe.bodyStamp = stamp;
         job.probe.built.set(body, generation);
       }
     }
     this.#lastDurationMs = this.#now() - started;
+    // A build with nothing to render says nothing about how long the next body takes.
+    if (jobs.length > 0) this.#lastRenderMs = this.#lastDurationMs;
   }
 
-  #markDirty(): void {
+  /** `changed`: the bodies are out of date (not just older), see #isCurrent. */
+  #markDirty(changed = true): void {
+    if (changed) this.#changeSeq++;
     this.#dirty = true;
     if (this.#job === undefined && !this.#idle()) this.#schedule();
   }
