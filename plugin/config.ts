@@ -22,6 +22,7 @@ export interface Config {
   hostId: string;
   procRoot: string;
   btfPath: string;
+  artifactsDir: string;
   logLevel: LogLevel;
   metricsListen: string;
   maxConnections: number;
@@ -52,6 +53,7 @@ export const flags: Record<string, Spec> = {
   "host-id": { type: "string", default: "", help: "host id for Scope node ids (default $SCOPE_HOSTNAME or the hostname)" },
   "proc-root": { type: "string", default: "/proc", help: "procfs mount to scan" },
   "btf-path": { type: "string", default: "/sys/kernel/btf/vmlinux", help: "kernel BTF the CO-RE programs need" },
+  "artifacts-dir": { type: "string", default: "", help: "directory of the BPF objects (*.bpf.o) and Release/scope_tracker.node (empty: build/ beside plugin/, in a checkout or the package)" },
   "log-level": { type: "string", default: "info", help: "debug | info | warn | error | silent" },
   "metrics-listen": { type: "string", default: "", help: "Prometheus metrics host:port (empty: off)" },
   "max-connections": { type: "string", default: "65536", help: "cap on tracked connections (oldest idle evicted)" },
@@ -121,6 +123,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     hostId: raw("host-id") || env.SCOPE_HOSTNAME || hostname(),
     procRoot: raw("proc-root"),
     btfPath: raw("btf-path"),
+    artifactsDir: raw("artifacts-dir"),
     logLevel,
     metricsListen: raw("metrics-listen"),
     maxConnections: int("max-connections"),

@@ -5,6 +5,7 @@
 import { allocatorPolicy } from "./allocator-policy.ts";
 import { parseConfig, usage } from "./config.ts";
 import { describeError, errorCode } from "./errors.ts";
+import { useArtifactsDir } from "./ebpf/native-addon.ts";
 import { heapPolicy, processCommandLine } from "./heap-policy.ts";
 import { createLogger } from "./log.ts";
 import { startTrackerStack, type TrackerStack } from "./plugin.ts";
@@ -29,6 +30,7 @@ async function main(): Promise<void> {
     process.exit(64);
   }
   const log = createLogger(config.logLevel, { service: "endpoint-reporter" });
+  if (config.artifactsDir !== "") useArtifactsDir(config.artifactsDir);
   const allocator = allocatorPolicy();
   if (!allocator.keepsFreedMemory) {
     log.warn("glibc hands freed memory back at once: every Report faults its buffers in afresh; start the plugin with scripts/start.sh, or set GLIBC_TUNABLES as it does (plugin/glibc-tunables)", { glibcTunables: allocator.glibcTunables });

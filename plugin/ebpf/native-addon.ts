@@ -52,18 +52,31 @@ interface NativeAddon {
 }
 
 export const projectRoot = fileURLToPath(new URL("../../", import.meta.url));
-export const defaultAddonPath = `${projectRoot}build/Release/scope_tracker.node`;
-export const defaultObjectPath = `${projectRoot}build/tracker.bpf.o`;
+/**
+ * Where the compiled parts live: the BPF objects (*.bpf.o) and Release/scope_tracker.node. By default
+ * build/ two levels above this module, which is the checkout's build/ on the dev path and the
+ * package's dist/build/ in a release (dist/ mirrors the checkout's layout); --artifacts-dir moves it.
+ */
+export let artifactsDir = `${projectRoot}build/`;
+export let defaultAddonPath = `${artifactsDir}Release/scope_tracker.node`;
+export let defaultObjectPath = `${artifactsDir}tracker.bpf.o`;
+
+/** Points the defaults at another artifacts directory; call before anything loads the addon. */
+export function useArtifactsDir(dir: string): void {
+  artifactsDir = dir.endsWith("/") ? dir : `${dir}/`;
+  defaultAddonPath = `${artifactsDir}Release/scope_tracker.node`;
+  defaultObjectPath = `${artifactsDir}tracker.bpf.o`;
+}
 
 /** By path: a process may load the real addon and (tests) a stand-in beside it. */
 const loaded = new Map<string, NativeAddon>();
 
 /** Throws an Error with code ERR_BPF_ADDON when the addon is not built or cannot be loaded. */
-export function loadNativeAddon(path = defaultAddonPath): NativeAddon {
+export function loadNativeAddon(path: string = defaultAddonPath): NativeAddon {
   const known = loaded.get(path);
   if (known !== undefined) return known;
   if (!existsSync(path)) {
-    throw new PluginError("ERR_BPF_ADDON", `native addon not built: ${path} is missing (run scripts/build-native.sh)`);
+    throw new PluginError("ERR_BPF_ADDON", `native addon not built: ${path} is missing (run scripts/build-native.sh, or point --artifacts-dir at a directory holding Release/scope_tracker.node)`);
   }
   let addon: NativeAddon;
   try {

@@ -25,9 +25,9 @@ function ip(...args: string[]): void {
 
 let counter = 0;
 
-export function createTestNetwork(tag = "t"): TestNetwork {
+/** `subnet` (10.N.0.0/24, fd00:N::/64) for a test whose addresses must be its own machine-wide. */
+export function createTestNetwork(tag = "t", subnet = 100 + ((counter + 1) % 100)): TestNetwork {
   const id = `${tag}${process.pid % 100000}x${counter++}`;
-  const subnet = 100 + (counter % 100);
   const a = `era-${id}`;
   const b = `erb-${id}`;
   const vethA = `va${id}`.slice(0, 15);
