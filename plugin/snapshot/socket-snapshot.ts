@@ -4,9 +4,12 @@
  * buffer of `struct tracker_socket` records per read, one record per socket.
  */
 import { PluginError } from "../errors.ts";
-import { loadNativeAddon, projectRoot } from "../ebpf/native-addon.ts";
+import { artifactsDir, loadNativeAddon } from "../ebpf/native-addon.ts";
 
-export const defaultSnapshotObjectPath = `${projectRoot}build/snapshot.bpf.o`;
+/** build/snapshot.bpf.o beside the tracker's object, or where --artifacts-dir points (read on call). */
+export function defaultSnapshotObjectPath(): string {
+  return `${artifactsDir}snapshot.bpf.o`;
+}
 
 interface NativeSocketSnapshot {
   read(onBatch: (batch: Uint8Array) => void, onError: (error: Error) => void, onEnd: () => void): void;
@@ -25,7 +28,7 @@ export class SocketSnapshot {
    * when the addon is missing or predates the snapshot reader. `probeReads` takes the program's
    * path for kernels 5.8-5.10 (helper reads; kernels without bpf_sock_from_file) on any kernel.
    */
-  constructor(objectPath = defaultSnapshotObjectPath, options: { probeReads?: boolean } = {}) {
+  constructor(objectPath = defaultSnapshotObjectPath(), options: { probeReads?: boolean } = {}) {
     const addon = loadNativeAddon() as unknown as SnapshotAddon;
     if (typeof addon.SocketSnapshot !== "function") {
       throw new PluginError("ERR_BPF_ADDON", "the native addon predates the socket snapshot reader (rebuild it: bash scripts/setup.sh)");
