@@ -11,6 +11,8 @@
         "src/bpf_session.cc",
         "src/fd_walk.cc",
         "src/libbpf_log.cc",
+        "src/snapshot_session.cc",
+        "src/snapshot_wrap.cc",
         "src/tracker_wrap.cc"
       ],
       "include_dirs": [

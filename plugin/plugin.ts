@@ -6,8 +6,10 @@ import type { Config } from "./config.ts";
 import { PluginError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { ReportBackend } from "./model/backend.ts";
+import type { TrackerStatus } from "./model/status.ts";
 import { heuristicDirection, scanProc } from "./procfs/index.ts";
 import { fdWalkChoice } from "./procfs/fd-walk.ts";
+import { ScanSource } from "./snapshot/scan-source.ts";
 import { readKernelFacts } from "./supervisor/kernel-support.ts";
 import { Supervisor, defaultPolicy, type ScanOutcome } from "./supervisor/supervisor.ts";
 import { ConnectionTable } from "./table/connection-table.ts";
@@ -16,6 +18,8 @@ import { createReportBackend } from "./table/report-backend.ts";
 export interface TrackerStack {
   table: ConnectionTable;
   supervisor: Supervisor;
+  /** Which scan seeds and reconciles: the BPF socket iterator while eBPF is live, else /proc. */
+  scans: ScanSource;
   backend: ReturnType<typeof createReportBackend>;
   stop(): Promise<void>;
 }
@@ -27,6 +31,8 @@ export type StackConfig = Pick<Config,
   kernelOverride?: { release: string; version: string };
   /** --source ebpf: first restart back-off after deaths (defaultPolicy.requiredRetryFirstMs). */
   requiredRetryMs?: number;
+  /** The socket snapshot iterator's object (build/snapshot.bpf.o); tests point it elsewhere to make /proc the scan. */
+  snapshotObjectPath?: string;
 };
 
 export const defaultStackConfig: StackConfig = {
@@ -50,7 +56,14 @@ export const defaultStackConfig: StackConfig = {
 export async function startTrackerStack(config: StackConfig, log: Logger, signal?: AbortSignal): Promise<TrackerStack> {
   const table = new ConnectionTable({ maxConnections: config.maxConnections });
   let supervisor: Supervisor | undefined;
-  const backend = createReportBackend(table, () => supervisor!.status(), {
+  const scans = new ScanSource({
+    procfs: (signal) => scanProcForSupervisor(config.procRoot, signal),
+    ebpfLive: () => supervisor?.trackerAttached ?? false,
+    procRoot: config.procRoot,
+    objectPath: config.snapshotObjectPath,
+    log: log.child({ component: "scan" }),
+  });
+  const backend = createReportBackend(table, () => withScanSource(supervisor!.status(), scans), {
     maxClosedPerClient: config.maxClosedPerClient,
     clientExpiryMs: config.clientExpiryMs,
   });
@@ -66,7 +79,7 @@ export async function startTrackerStack(config: StackConfig, log: Logger, signal
       holdBackMs: config.holdBackMs,
       debugKillFile: config.debugBpfStopFile || undefined,
     },
-    scan: (signal) => scanProcForSupervisor(config.procRoot, signal),
+    scan: (signal) => scans.scan(signal),
     fdWalk: () => fdWalkChoice().reason,
     heuristic: heuristicDirection,
     reconcileIntervalMs: config.reconcileIntervalMs,
@@ -89,12 +102,19 @@ export async function startTrackerStack(config: StackConfig, log: Logger, signal
   return {
     table,
     supervisor,
+    scans,
     backend,
     async stop() {
       clearInterval(expiry);
       await supervisor!.stop();
+      scans.close();
     },
   };
+}
+
+/** While eBPF is live, the reason also says where seeds and reconciles come from (the iterator, or /proc and why). */
+function withScanSource(status: TrackerStatus, scans: ScanSource): TrackerStatus {
+  return status.source === "ebpf" ? { ...status, reason: `${status.reason}; ${scans.describe()}` } : status;
 }
 
 /**

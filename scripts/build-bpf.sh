@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Build the kernel side: build/vmlinux.h (from this machine's BTF) and the CO-RE
-# object build/tracker.bpf.o (and build/test/tracker-record-pad.bpf.o for the tests). Idempotent; any failure stops the script with a message.
+# Build the kernel side: build/vmlinux.h (from this machine's BTF) and one CO-RE object per
+# bpf/*.bpf.c: build/tracker.bpf.o (the event tracker) and build/snapshot.bpf.o (the socket
+# snapshot iterator), and build/test/tracker-record-pad.bpf.o for the tests. Idempotent; any
+# failure stops the script with a message.
 #
 # Environment overrides: CLANG (default: clang-14, else clang), BPFTOOL (default: bpftool),
 # VMLINUX_BTF (default: /sys/kernel/btf/vmlinux).
@@ -8,6 +10,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/build"
+SOURCES=(tracker snapshot)
 SRC="$ROOT/bpf/tracker.bpf.c"
 VMLINUX_BTF="${VMLINUX_BTF:-/sys/kernel/btf/vmlinux}"
 
@@ -43,15 +46,18 @@ if ! cmp -s "$tmp" "$OUT/vmlinux.h" 2>/dev/null; then
 	mv -f "$tmp" "$OUT/vmlinux.h"
 fi
 
-"$CLANG" -g -O2 -target bpf -D__TARGET_ARCH_"$ARCH" \
-	-Wall -Werror -Wno-unused-function \
-	-I"$OUT" -I"$ROOT/bpf" \
-	-c "$SRC" -o "$OUT/tracker.bpf.o.tmp" || die "clang failed to compile $SRC"
-mv -f "$OUT/tracker.bpf.o.tmp" "$OUT/tracker.bpf.o"
-
-# Sanity: the object must carry BTF (CO-RE needs it).
-"$BPFTOOL" btf dump file "$OUT/tracker.bpf.o" >/dev/null 2>&1 || die "$OUT/tracker.bpf.o has no usable BTF"
-echo "build-bpf: wrote $OUT/tracker.bpf.o"
+for name in "${SOURCES[@]}"; do
+	src="$ROOT/bpf/$name.bpf.c"
+	obj="$OUT/$name.bpf.o"
+	"$CLANG" -g -O2 -target bpf -D__TARGET_ARCH_"$ARCH" \
+		-Wall -Werror -Wno-unused-function \
+		-I"$OUT" -I"$ROOT/bpf" \
+		-c "$src" -o "$obj.tmp" || die "clang failed to compile $src"
+	mv -f "$obj.tmp" "$obj"
+	# Sanity: the object must carry BTF (CO-RE needs it).
+	"$BPFTOOL" btf dump file "$obj" >/dev/null 2>&1 || die "$obj has no usable BTF"
+	echo "build-bpf: wrote $obj"
+done
 
 # Test-only variant: every record 8 bytes longer than struct tracker_event (see
 # TRACKER_TEST_RECORD_PAD in bpf/tracker.bpf.c), for test/kernel/native-lifecycle.test.ts.

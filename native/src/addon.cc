@@ -5,6 +5,7 @@
 
 #include "fd_walk.h"
 #include "libbpf_log.h"
+#include "snapshot_wrap.h"
 #include "tracker_wrap.h"
 
 namespace {
@@ -22,6 +23,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tracker", scope_tracker::Tracker::Init(env));
   exports.Set("recordSize", Napi::Number::New(env, 80));
   exports.Set("monotonicNowNs", Napi::Function::New(env, MonotonicNowNs, "monotonicNowNs"));
+  exports.Set("SocketSnapshot", scope_tracker::SocketSnapshot::Init(env));
   exports.Set("socketInodes", Napi::Function::New(env, scope_tracker::SocketInodes, "socketInodes"));
   return exports;
 }

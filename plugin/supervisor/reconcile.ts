@@ -40,11 +40,11 @@ export function reconcileTable(table: ConnectionTable, input: ReconcileInput): R
     }
     const known = table.get(key);
     if (known !== undefined) {
-      table.open(connection);
+      table.open(connection, key);
       continue;
     }
     const direction = connection.direction !== "unknown" ? connection.direction : input.heuristic(connection.localPort, connection.remotePort);
-    table.open(direction === connection.direction ? connection : { ...connection, direction });
+    table.open(direction === connection.direction ? connection : { ...connection, direction }, key);
     result.added++;
   }
   for (const key of input.keysBefore) {

@@ -174,6 +174,11 @@ export class Supervisor {
     };
   }
 
+  /** A tracker is attached (live, or being seeded): the scans may then come from the kernel's own view. */
+  get trackerAttached(): boolean {
+    return this.#tracker !== undefined;
+  }
+
   /** Runs one /proc reconcile now (also what the periodic timer and loss healing do). */
   reconcileNow(): Promise<void> {
     return this.#serialScan(async () => {

@@ -1,6 +1,8 @@
 """Real TCP peers for the kernel tests, run inside test namespaces with `ip netns exec`.
 
-serve HOST PORT MODE   MODE=hold: accept and keep every connection; MODE=close: accept and close at once.
+serve HOST PORT MODE   MODE=hold: accept and keep every connection; MODE=close: accept and close at once;
+                       MODE=share: accept, keep a second fd of it (dup), and fork a child that holds it too
+                       (prints "shared CHILD_PID" per connection).
                        Blocks in accept() (a real blocking syscall, as old servers do). Prints "listening" once bound.
 connect HOST PORT N HOLD [RATE]   open N connections one after another (RATE per second, default as fast
                        as possible); HOLD=1 keeps them open until stdin closes.
@@ -10,6 +12,9 @@ serve HOST PORT late   listen, but accept() only after a line on stdin, then acc
 connect-reset HOST PORT N   open N connections and reset each at once (SO_LINGER 0, then close: RST),
                        printing each "local_port", then "done".
 """
+import ctypes
+import os
+import signal
 import struct
 import socket
 import sys
@@ -45,6 +50,18 @@ def serve(host, port, mode):
         conn, _ = s.accept()
         if mode == "close":
             conn.close()
+        elif mode == "share":
+            kept.append(conn)
+            kept.append(os.dup(conn.fileno()))
+            child = os.fork()
+            if child == 0:
+                # Dies with the server (tests SIGKILL it): PR_SET_PDEATHSIG.
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+                if os.getppid() == 1:
+                    os._exit(0)
+                signal.pause()
+                os._exit(0)
+            print("shared", child, flush=True)
         else:
             kept.append(conn)
 

@@ -56,8 +56,11 @@ function startPeer(netns: string, args: string[]): Peer {
   };
 }
 
-/** "late": accepts only after a newline on its stdin, for the reset-before-accept race. */
-export async function startServer(netns: string, host: string, port: number, mode: "hold" | "close" | "late"): Promise<Peer> {
+/**
+ * "late": accepts only after a newline on its stdin, for the reset-before-accept race. "share": each
+ * accepted socket also held by a second fd and by a forked child (prints "shared CHILD_PID").
+ */
+export async function startServer(netns: string, host: string, port: number, mode: "hold" | "close" | "late" | "share"): Promise<Peer> {
   const peer = startPeer(netns, ["serve", host, String(port), mode]);
   const first = await peer.line();
   if (first !== "listening") throw new Error(`server did not start: ${first}`);

@@ -70,7 +70,10 @@ t.test("eBPF live, one namespace's net/tcp unreadable: the reconcile keeps its c
   t.teardown(() => rmSync(root, { recursive: true, force: true }));
   const mirror = mirrorProc(root, net.a.netns);
   t.ok(mirror.ours.length > 0, `the server's namespace has processes in the mirror (${mirror.ours.join(", ")})`);
-  const stack = await startTrackerStack({ ...defaultStackConfig, source: "ebpf", procRoot: root, reconcileIntervalMs: 3_600_000 }, createLogger("silent"));
+  // No socket iterator (its object is not there): /proc is the scan while eBPF is live, as on kernels before 5.8.
+  const stack = await startTrackerStack({
+    ...defaultStackConfig, source: "ebpf", procRoot: root, reconcileIntervalMs: 3_600_000, snapshotObjectPath: join(root, "no-snapshot.bpf.o"),
+  }, createLogger("silent"));
   t.teardown(() => stack.stop());
   await waitFor("both ends seeded", () => [...serverKeys, ...clientKeys].every((k) => stack.table.has(k)));
   t.equal(stack.supervisor.status().source, "ebpf");

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "snapshot_wrap.h"
+
+#include <cerrno>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+namespace scope_tracker {
+namespace {
+
+Napi::Error WithCode(Napi::Error error, const char* code) {
+  error.Set("code", Napi::String::New(error.Env(), code));
+  return error;
+}
+
+}  // namespace
+
+Napi::Function SocketSnapshot::Init(Napi::Env env) {
+  return DefineClass(env, "SocketSnapshot",
+                     {
+                         InstanceMethod<&SocketSnapshot::Read>("read"),
+                         InstanceMethod<&SocketSnapshot::Close>("close"),
+                     });
+}
+
+SocketSnapshot::SocketSnapshot(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SocketSnapshot>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    throw WithCode(Napi::TypeError::New(env, "new SocketSnapshot(options): options must be an object"), "ERR_INVALID_ARG_TYPE");
+  }
+  Napi::Object options = info[0].As<Napi::Object>();
+  Napi::Value path = options.Get("objectPath");
+  if (!path.IsString() || path.As<Napi::String>().Utf8Value().empty()) {
+    throw WithCode(Napi::TypeError::New(env, "options.objectPath must be a non-empty string"), "ERR_INVALID_ARG_TYPE");
+  }
+  Napi::Value probe_reads = options.Get("probeReads");
+  if (!probe_reads.IsUndefined() && !probe_reads.IsBoolean()) {
+    throw WithCode(Napi::TypeError::New(env, "options.probeReads must be a boolean"), "ERR_INVALID_ARG_TYPE");
+  }
+  try {
+    session_ = SnapshotSession::Open(path.As<Napi::String>().Utf8Value(), probe_reads.ToBoolean().Value());
+  } catch (const BpfError& e) {
+    throw WithCode(Napi::Error::New(env, e.what()), e.code());
+  }
+}
+
+SocketSnapshot::~SocketSnapshot() {
+  if (pipe_) pipe_->Stop(false);
+  if (retired_pipe_) retired_pipe_->Stop(false);
+}
+
+void SocketSnapshot::Run::Produce(BatchProducer& out) {
+  std::vector<uint8_t> records;
+  try {
+    session_->Read(&records);
+  } catch (const BpfError& e) {
+    out.Fail(EIO, e.what());
+    return;
+  }
+  if (out.stopping()) return;
+  FoldSharedSockets(&records);
+  // The pipe's batches are sized to never fill (see Read): the snapshot goes out whole.
+  if (!records.empty()) out.Append(records.data(), records.size());
+}
+
+void SocketSnapshot::Retire() {
+  if (pipe_) pipe_->Stop(false);
+  retired_pipe_ = std::move(pipe_);
+  retired_run_ = std::move(run_);
+}
+
+Napi::Value SocketSnapshot::Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!session_) throw WithCode(Napi::Error::New(env, "SocketSnapshot is closed"), "ERR_SNAPSHOT_CLOSED");
+  if (info.Length() < 3 || !info[0].IsFunction() || !info[1].IsFunction() || !info[2].IsFunction()) {
+    throw WithCode(Napi::TypeError::New(env, "read(onBatch, onError, onEnd): three functions"), "ERR_INVALID_ARG_TYPE");
+  }
+  if (pipe_ && pipe_->running()) {
+    throw WithCode(Napi::Error::New(env, "a snapshot is already being read"), "ERR_SNAPSHOT_BUSY");
+  }
+  Retire();
+  BatchPipeOptions options;
+  options.max_batch_bytes = std::numeric_limits<size_t>::max();
+  options.max_queued_batches = 2;
+  options.min_reserve_bytes = 64 * 1024;
+  options.error_code = kErrIterRead;
+  options.thread_name = "scope-snapshot";
+  options.resource_name = "scope_tracker.SocketSnapshot";
+  run_ = std::make_unique<Run>(session_.get());
+  try {
+    pipe_ = std::make_unique<BatchPipe>(env, run_.get(), options);
+    pipe_->Start(Value(), info[0].As<Napi::Function>(), info[1].As<Napi::Function>(), info[2].As<Napi::Function>());
+  } catch (const std::exception& e) {
+    pipe_.reset();
+    run_.reset();
+    throw WithCode(Napi::Error::New(env, std::string("cannot start the snapshot reader: ") + e.what()), kErrIterRead);
+  }
+  return env.Undefined();
+}
+
+Napi::Value SocketSnapshot::Close(const Napi::CallbackInfo& info) {
+  // Stopped, not freed: close() too may run inside a pipe's callback. The destructor frees them.
+  Retire();
+  if (retired_pipe_) retired_pipe_->Stop(false);
+  session_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace scope_tracker

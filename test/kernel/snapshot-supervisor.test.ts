@@ -1,0 +1,107 @@
+/**
+ * The plugin's stack with the eBPF source live seeds and reconciles from the BPF socket iterator:
+ * start-up under churn still ends with the kernel's view (no gap, no ghost), reconcile
+ * corrections are still counted, and status says where the scans come from.
+ */
+import t from "tap";
+import { createLogger } from "../../plugin/log.ts";
+import { connectionKey } from "../../plugin/model/connection.ts";
+import { defaultStackConfig, startTrackerStack, type StackConfig, type TrackerStack } from "../../plugin/plugin.ts";
+import { scanProc } from "../../plugin/procfs/index.ts";
+import { createTestNetwork, type TestNetwork } from "../helpers/netns.ts";
+import { type Peer, startClient, startServer } from "../helpers/peers.ts";
+import { waitFor } from "../helpers/wait.ts";
+
+const log = createLogger("silent");
+type Tap = { teardown(fn: () => unknown): void };
+
+async function stackFor(t: Tap, config: Partial<StackConfig>): Promise<TrackerStack> {
+  const stack = await startTrackerStack({ ...defaultStackConfig, ...config }, log);
+  t.teardown(() => stack.stop());
+  return stack;
+}
+
+function network(t: Tap): TestNetwork {
+  const net = createTestNetwork("j");
+  t.teardown(() => net.destroy());
+  return net;
+}
+
+async function peer(t: Tap, started: Peer | Promise<Peer>): Promise<Peer> {
+  const p = await started;
+  t.teardown(() => p.stop());
+  return p;
+}
+
+async function holdConnections(t: Tap, net: TestNetwork, host: string, port: number, count: number): Promise<string[]> {
+  await peer(t, startServer(net.a.name, host, port, "hold"));
+  const client = await peer(t, startClient(net.b.name, host, port, count, true));
+  const ports = (await client.linesUntil("done")).map(Number);
+  const clientHost = host === net.a.ipv4 ? net.b.ipv4 : net.b.ipv6;
+  return ports.flatMap((p) => [
+    connectionKey({ netns: net.b.netns, localAddress: clientHost, localPort: p, remoteAddress: host, remotePort: port }),
+    connectionKey({ netns: net.a.netns, localAddress: host, localPort: port, remoteAddress: clientHost, remotePort: p }),
+  ]);
+}
+
+t.test("start-up under churn, seeded by the iterator: after settling the table equals the kernel's view", async (t) => {
+  const net = network(t);
+  const held = [
+    ...await holdConnections(t, net, net.a.ipv4, 7201, 30),
+    ...await holdConnections(t, net, net.a.ipv6, 7202, 30),
+  ];
+  await peer(t, startServer(net.a.name, net.a.ipv4, 7203, "close"));
+  // About 200 connections/s opening and closing while the plugin starts.
+  const churn = await peer(t, startClient(net.b.name, net.a.ipv4, 7203, 100_000, false, 200));
+  await churn.line();
+  const stack = await stackFor(t, { source: "auto" });
+  t.equal(stack.scans.iteratorScans, 1, "the seed came from the iterator");
+  t.equal(stack.scans.procfsScans, 0, "and not from /proc");
+  t.ok(held.every((k) => stack.table.has(k)), "every connection held before the start was seeded");
+  const during = await peer(t, startClient(net.b.name, net.a.ipv4, 7201, 10, true));
+  const duringPorts = (await during.linesUntil("done")).map(Number);
+  await new Promise((r) => setTimeout(r, 1000));
+  await churn.stop();
+
+  const inTestNamespaces = (netns: number) => netns === net.a.netns || netns === net.b.netns;
+  let kernel: string[] = [];
+  let table: string[] = [];
+  const settleBy = Date.now() + 5000;
+  do {
+    await new Promise((r) => setTimeout(r, 200));
+    kernel = (await scanProc({ procRoot: "/proc" })).connections.filter((c) => inTestNamespaces(c.netns)).map(connectionKey).sort();
+    table = [...stack.table.values()].filter((c) => inTestNamespaces(c.netns)).map(connectionKey).sort();
+  } while (JSON.stringify(table) !== JSON.stringify(kernel) && Date.now() < settleBy);
+  const status = stack.backend.status();
+  t.equal(status.source, "ebpf", `eBPF stayed live (${status.reason})`);
+  t.match(status.reason, /; seed and reconcile by BPF socket iterator \(iter\/task_file\)$/, "status says where the scans come from");
+  t.same(table, kernel, "the table equals the kernel's established connections in the test namespaces", {
+    missing: kernel.filter((k) => !table.includes(k)),
+    stale: table.filter((k) => !kernel.includes(k)),
+  });
+  t.ok(held.every((k) => table.includes(k)), "every connection that lived through the start is there");
+  t.equal(table.filter((k) => duringPorts.some((p) => k.includes(`|${p}|`) || k.endsWith(`|${p}`))).length, 20, "connections opened during start-up are there once each");
+});
+
+t.test("a reconcile from the iterator restores what events missed, closes what they missed, and counts both", async (t) => {
+  const net = network(t);
+  const held = await holdConnections(t, net, net.a.ipv4, 7211, 10);
+  const stack = await stackFor(t, { source: "auto" });
+  await waitFor("seeded", () => held.every((k) => stack.table.has(k)));
+  const missedOpen = stack.table.get(held[0])!;
+  stack.table.close(held[0]);
+  const ghost = { ...missedOpen, localPort: 7299, remotePort: 7298 };
+  stack.table.open(ghost);
+  const before = stack.supervisor.status().counters;
+  const scansBefore = stack.scans.iteratorScans;
+
+  await stack.supervisor.reconcileNow();
+  const after = stack.supervisor.status().counters;
+  t.equal(stack.scans.iteratorScans, scansBefore + 1, "the reconcile read the iterator");
+  t.equal(stack.scans.procfsScans, 0, "and never /proc");
+  t.ok(stack.table.has(held[0]), "the connection whose open was missed is back");
+  t.equal(stack.table.get(held[0])?.pid, missedOpen.pid, "with its pid");
+  t.notOk(stack.table.has(connectionKey(ghost)), "the connection whose close was missed is gone");
+  t.equal(after.reconcileAdded - before.reconcileAdded, 1, "one addition counted");
+  t.equal(after.reconcileRemoved - before.reconcileRemoved, 1, "one removal counted");
+});
