@@ -70,6 +70,8 @@ export function releaseTarball(): string {
   try {
     const name = sh("npm", ["pack", "--silent", "--pack-destination", staging], { cwd: ROOT }).trim().split("\n").pop()!;
     renameSync(join(staging, name), tarball);
+    // Tarballs of earlier inputs are never asked for again.
+    for (const old of readdirSync(dir)) if (old.endsWith(".tgz") && join(dir, old) !== tarball) rmSync(join(dir, old), { force: true });
   } finally {
     rmSync(staging, { recursive: true, force: true });
   }
