@@ -7,6 +7,8 @@
       "sources": [
         "src/addon.cc",
         "src/bpf_session.cc",
+        "src/conntrack_netlink.cc",
+        "src/conntrack_wrap.cc",
         "src/fd_walk.cc",
         "src/libbpf_log.cc",
         "src/tracker_wrap.cc"

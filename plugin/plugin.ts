@@ -10,10 +10,14 @@ import { readKernelFacts } from "./supervisor/kernel-support.ts";
 import { Supervisor, defaultPolicy } from "./supervisor/supervisor.ts";
 import { ConnectionTable } from "./table/connection-table.ts";
 import { createReportBackend } from "./table/report-backend.ts";
+import { setActiveFlows } from "./conntrack/active.ts";
+import { ConntrackSource } from "./conntrack/conntrack-source.ts";
+import { ProcfsConntrack } from "./conntrack/procfs-conntrack.ts";
 
 export interface TrackerStack {
   table: ConnectionTable;
   supervisor: Supervisor;
+  conntrack: ConntrackSource;
   backend: ReturnType<typeof createReportBackend>;
   stop(): Promise<void>;
 }
@@ -21,6 +25,7 @@ export interface TrackerStack {
 export type StackConfig = Pick<Config,
   | "source" | "procRoot" | "btfPath" | "maxConnections" | "maxClosedPerClient" | "clientExpiryMs" | "ringBufferBytes"
   | "drainIntervalMs" | "holdBackMs" | "reconcileIntervalMs" | "procPollIntervalMs" | "deathWindowMs" | "ebpfRetryMs" | "debugBpfStopFile"
+  | "conntrack"
 > & { kernelOverride?: { release: string; version: string } };
 
 export const defaultStackConfig: StackConfig = {
@@ -38,12 +43,28 @@ export const defaultStackConfig: StackConfig = {
   deathWindowMs: defaultPolicy.deathWindowMs,
   ebpfRetryMs: defaultPolicy.firstRetryMs,
   debugBpfStopFile: "",
+  conntrack: true,
 };
 
 export async function startTrackerStack(config: StackConfig, log: Logger): Promise<TrackerStack> {
   const table = new ConnectionTable({ maxConnections: config.maxConnections });
   let supervisor: Supervisor | undefined;
-  const backend = createReportBackend(table, () => supervisor!.status(), {
+  // Conntrack first, so that the seeding scan already finds the flows' directions.
+  const conntrack = new ConntrackSource({
+    procRoot: config.procRoot,
+    retryMs: 60_000,
+    flows: { holdsLocalPort: (port) => table.hasLocalPort(port) },
+    disabled: config.conntrack ? undefined : "configured: --no-conntrack",
+  }, log.child({ component: "conntrack" }));
+  conntrack.start();
+  setActiveFlows(conntrack.flows);
+  const procfsConntrack = new ProcfsConntrack(conntrack.flows, table, () => supervisor?.status().source === "procfs", () => conntrack.enabled);
+  const status = () => {
+    const s = supervisor!.status();
+    const ct = conntrack.status();
+    return { ...s, conntrack: { ...ct, counters: { ...ct.counters, ...procfsConntrack.counters } } };
+  };
+  const backend = createReportBackend(table, status, {
     maxClosedPerClient: config.maxClosedPerClient,
     clientExpiryMs: config.clientExpiryMs,
   });
@@ -57,7 +78,7 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
       holdBackMs: config.holdBackMs,
       debugKillFile: config.debugBpfStopFile || undefined,
     },
-    scan: async () => (await scanProc({ procRoot: config.procRoot })).connections,
+    scan: procfsConntrack.wrap(async () => (await scanProc({ procRoot: config.procRoot })).connections),
     heuristic: heuristicDirection,
     reconcileIntervalMs: config.reconcileIntervalMs,
     procPollIntervalMs: config.procPollIntervalMs,
@@ -71,10 +92,13 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
   return {
     table,
     supervisor,
+    conntrack,
     backend,
     async stop() {
       clearInterval(expiry);
       await supervisor!.stop();
+      conntrack.stop();
+      setActiveFlows(undefined);
     },
   };
 }

@@ -1,5 +1,6 @@
 /** The tracker's self-description, shown in every report so that nobody has to guess which source is live. */
 import type { SourceKind } from "./connection.ts";
+import type { ConntrackStatus } from "../conntrack/conntrack-source.ts";
 
 export interface TrackerCounters {
   events: number;
@@ -25,6 +26,8 @@ export interface TrackerStatus {
   /** Why this source is live: the exact error or the policy that chose it. */
   reason: string;
   counters: TrackerCounters;
+  /** NAT mapping from conntrack: on or off and why (absent where no conntrack source was set up). */
+  conntrack?: ConntrackStatus;
 }
 
 export function emptyCounters(): TrackerCounters {

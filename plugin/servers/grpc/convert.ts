@@ -2,6 +2,7 @@
 import type { Connection, Direction, SourceKind } from "../../model/connection.ts";
 import type { TrackerStatus } from "../../model/status.ts";
 import * as pb from "../../generated/endpoint_reporter.ts";
+import { translationFor } from "../../conntrack/active.ts";
 
 const directionToWire: Record<Direction, pb.Direction> = {
   incoming: pb.Direction.DIRECTION_INCOMING,
@@ -15,6 +16,7 @@ const sourceToWire: Record<SourceKind, pb.Source> = {
 };
 
 export function connectionToWire(c: Connection): pb.Connection {
+  const nat = translationFor(c);
   return {
     localAddress: c.localAddress,
     localPort: c.localPort,
@@ -26,6 +28,10 @@ export function connectionToWire(c: Connection): pb.Connection {
     direction: directionToWire[c.direction] ?? pb.Direction.DIRECTION_UNKNOWN,
     closed: c.closed,
     source: sourceToWire[c.source] ?? pb.Source.SOURCE_UNKNOWN,
+    natLocalAddress: nat?.localAddress ?? "",
+    natLocalPort: nat?.localPort ?? 0,
+    natRemoteAddress: nat?.remoteAddress ?? "",
+    natRemotePort: nat?.remotePort ?? 0,
   };
 }
 
@@ -43,6 +49,9 @@ export function statusToWire(s: TrackerStatus, extras: StatusExtras): pb.Tracker
     counters: { ...s.counters },
     clients: extras.clients,
     watchers: extras.watchers,
+    conntrack: s.conntrack === undefined ? undefined : {
+      directionsFromConntrack: 0, shortLivedReported: 0, ...s.conntrack.counters, enabled: s.conntrack.enabled, reason: s.conntrack.reason,
+    },
   };
 }
 

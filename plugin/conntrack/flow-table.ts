@@ -1,0 +1,219 @@
+/**
+ * The conntrack flows of this network namespace, as Scope's conntrack walker keeps them
+ * (probe/endpoint/conntrack.go): TCP only; a flow is active from its dump or NEW until it reaches
+ * TIME_WAIT or CLOSE or is destroyed; flows that ended since the last look are handed out once
+ * (for the /proc fallback's short-lived connections). NATed flows are also indexed by each
+ * socket's view, for the translation a connection carries, and stay there for a grace period
+ * after they end, because the connection's close reaches clients after the flow's end.
+ *
+ * Bounded: at most `maxFlows` active flows and `maxEnded` ended ones waiting to be taken; what
+ * does not fit is counted, never held.
+ */
+import { CT_RECORD_SIZE, CT_TCP_CLOSE, CT_TCP_TIME_WAIT, CtKind, decodeFlow, type Flow, recordCount, recordId, recordKind, recordTcpState } from "./record.ts";
+import { flowViews, type Translation, viewKey } from "./nat.ts";
+
+export interface FlowTableOptions {
+  maxFlows: number;
+  maxEnded: number;
+  /** How long an ended NAT flow still translates its connections (and copies its endpoint). */
+  natGraceMs: number;
+  now?: () => number;
+  /** True when a tracked connection may already hold this local port (a translation that arrives late). */
+  holdsLocalPort?: (port: number) => boolean;
+}
+
+export const DEFAULT_FLOW_TABLE_OPTIONS: FlowTableOptions = { maxFlows: 262_144, maxEnded: 65_536, natGraceMs: 30_000 };
+
+export interface FlowTableCounters {
+  /** Active flows now, and NATed ones among them (including the ones in their grace period). */
+  flows: number;
+  natFlows: number;
+  /** ENOBUFS the kernel reported: events it dropped for us (each followed by a dump). */
+  lostEvents: number;
+  dumps: number;
+  lastDumpFlows: number;
+  /** Flows that did not fit in maxFlows, ended flows that did not fit in maxEnded, records that did not decode. */
+  flowsDropped: number;
+  endedDropped: number;
+  malformedRecords: number;
+}
+
+interface NatEntry {
+  flow: Flow;
+  /** When the flow ended (ms), or undefined while active. */
+  endedMs: number | undefined;
+}
+
+export class FlowTable {
+  readonly #options: FlowTableOptions;
+  readonly #now: () => number;
+  readonly #active = new Map<number, Flow>();
+  /** Dump generation each active flow was last confirmed in. */
+  readonly #seenIn = new Map<number, number>();
+  readonly #nat = new Map<number, NatEntry>();
+  readonly #byView = new Map<string, Translation>();
+  #ended: Flow[] = [];
+  /** Ended NAT flows in the order they ended, for expiry from the front. */
+  #natEnded: Array<{ id: number; flow: Flow; endedMs: number }> = [];
+  #natEndedHead = 0;
+  #generation = 0;
+  #dumping = false;
+  /** Bumped when a translation appears for a socket that may already be reported (caches of encoded connections must drop it). */
+  lateVersion = 0;
+  /** Keep ended flows for takeEnded (only the /proc fallback asks; otherwise they would pile up). */
+  collectEnded = false;
+  readonly counters: FlowTableCounters = {
+    flows: 0, natFlows: 0, lostEvents: 0, dumps: 0, lastDumpFlows: 0, flowsDropped: 0, endedDropped: 0, malformedRecords: 0,
+  };
+
+  constructor(options: Partial<FlowTableOptions> = {}) {
+    this.#options = { ...DEFAULT_FLOW_TABLE_OPTIONS, ...options };
+    this.#now = this.#options.now ?? Date.now;
+  }
+
+  /** Applies one batch of records from the reader thread. */
+  apply(batch: Uint8Array): void {
+    const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
+    const usable = batch.length - (batch.length % CT_RECORD_SIZE);
+    if (usable !== batch.length) this.counters.malformedRecords++;
+    for (let at = 0; at < usable; at += CT_RECORD_SIZE) {
+      const kind = recordKind(batch, at);
+      switch (kind) {
+        case CtKind.dumped:
+        case CtKind.new: {
+          const state = recordTcpState(batch, at);
+          if (state === CT_TCP_TIME_WAIT || state === CT_TCP_CLOSE) {
+            this.#end(recordId(view, at));
+            break;
+          }
+          const flow = decodeFlow(batch, view, at);
+          if (flow === undefined) this.counters.malformedRecords++;
+          else this.#add(flow);
+          break;
+        }
+        case CtKind.ended:
+        case CtKind.destroyed:
+          this.#end(recordId(view, at));
+          break;
+        case CtKind.dumpBegin:
+          this.#generation++;
+          this.#dumping = true;
+          break;
+        case CtKind.dumpEnd:
+          this.#finishDump(recordCount(view, at));
+          break;
+        case CtKind.lost:
+          this.counters.lostEvents = recordCount(view, at);
+          break;
+        default:
+          this.counters.malformedRecords++;
+      }
+    }
+    this.#expireNat();
+    this.counters.flows = this.#active.size;
+    this.counters.natFlows = this.#nat.size;
+  }
+
+  /** The translation conntrack shows for one socket's view, if its flow is NATed. */
+  translation(localAddress: string, localPort: number, remoteAddress: string, remotePort: number): Translation | undefined {
+    if (this.#byView.size === 0) return undefined;
+    return this.#byView.get(viewKey(localAddress, localPort, remoteAddress, remotePort));
+  }
+
+  /** NATed flows, active or in their grace period: what Scope's natMapper walks. */
+  natFlows(): Flow[] {
+    this.#expireNat();
+    const out: Flow[] = [];
+    for (const e of this.#nat.values()) out.push(e.flow);
+    return out;
+  }
+
+  get hasNat(): boolean {
+    return this.#nat.size > 0;
+  }
+
+  activeFlows(): IterableIterator<Flow> {
+    return this.#active.values();
+  }
+
+  /** Flows that ended since the previous call, each handed out once. */
+  takeEnded(): Flow[] {
+    if (!this.collectEnded) return [];
+    const ended = this.#ended;
+    this.#ended = [];
+    return ended;
+  }
+
+  /** Everything forgotten (the source stopped): nothing stale translates or is copied. */
+  clear(): void {
+    this.#active.clear();
+    this.#seenIn.clear();
+    this.#nat.clear();
+    this.#byView.clear();
+    this.#ended = [];
+    this.#natEnded = [];
+    this.#natEndedHead = 0;
+    this.counters.flows = 0;
+    this.counters.natFlows = 0;
+  }
+
+  #add(flow: Flow): void {
+    const known = this.#active.has(flow.id);
+    if (!known && this.#active.size >= this.#options.maxFlows) {
+      this.counters.flowsDropped++;
+      return;
+    }
+    this.#active.set(flow.id, flow);
+    this.#seenIn.set(flow.id, this.#generation);
+    if (flow.nat && !this.#nat.has(flow.id) && this.#nat.size >= this.#options.maxFlows) {
+      this.counters.flowsDropped++;
+    } else if (flow.nat) {
+      this.#nat.set(flow.id, { flow, endedMs: undefined });
+      for (const v of flowViews(flow)) this.#byView.set(v.key, v.translation);
+      const holds = this.#options.holdsLocalPort;
+      if (holds !== undefined && (holds(flow.origSport) || holds(flow.replySport))) this.lateVersion++;
+    }
+  }
+
+  #end(id: number): void {
+    const flow = this.#active.get(id);
+    if (flow === undefined) return;
+    this.#active.delete(id);
+    this.#seenIn.delete(id);
+    if (this.collectEnded) {
+      if (this.#ended.length < this.#options.maxEnded) this.#ended.push(flow);
+      else this.counters.endedDropped++;
+    }
+    const nat = this.#nat.get(id);
+    if (nat !== undefined) {
+      nat.endedMs = this.#now();
+      this.#natEnded.push({ id, flow: nat.flow, endedMs: nat.endedMs });
+    }
+  }
+
+  /** After a dump: what the dump did not carry is gone (its end was among the dropped events). */
+  #finishDump(flows: number): void {
+    this.counters.dumps++;
+    this.counters.lastDumpFlows = flows;
+    if (!this.#dumping) return;
+    this.#dumping = false;
+    const generation = this.#generation;
+    for (const [id, seen] of this.#seenIn) if (seen < generation) this.#end(id);
+  }
+
+  #expireNat(): void {
+    if (this.#natEndedHead === this.#natEnded.length) return;
+    const oldest = this.#now() - this.#options.natGraceMs;
+    while (this.#natEndedHead < this.#natEnded.length && this.#natEnded[this.#natEndedHead].endedMs <= oldest) {
+      const e = this.#natEnded[this.#natEndedHead++];
+      // A flow whose id came back (re-added) is not this one any more.
+      if (this.#nat.get(e.id)?.flow !== e.flow) continue;
+      this.#nat.delete(e.id);
+      for (const v of flowViews(e.flow)) this.#byView.delete(v.key);
+    }
+    if (this.#natEndedHead > 1024 && this.#natEndedHead * 2 > this.#natEnded.length) {
+      this.#natEnded = this.#natEnded.slice(this.#natEndedHead);
+      this.#natEndedHead = 0;
+    }
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * The conntrack record the addon's reader thread hands over (native/src/conntrack_netlink.h,
+ * struct CtRecord): 88 bytes, little-endian. Flows are TCP only (as Scope's conntrack walker);
+ * the markers carry a count instead of a flow.
+ */
+import { formatIPv4, formatIPv6 } from "../model/address.ts";
+
+export const CT_RECORD_SIZE = 88;
+
+export const enum CtKind {
+  dumped = 1,
+  new = 2,
+  /** An UPDATE into TIME_WAIT or CLOSE: the TCP connection is over (DESTROY comes minutes later). */
+  ended = 3,
+  destroyed = 4,
+  dumpBegin = 5,
+  dumpEnd = 6,
+  /** The kernel dropped events for us (ENOBUFS); count is the total so far, a dump follows. */
+  lost = 7,
+}
+
+/** enum tcp_conntrack */
+export const CT_TCP_TIME_WAIT = 7;
+export const CT_TCP_CLOSE = 8;
+export const CT_NO_STATE = 0xff;
+
+/** A conntrack flow: the original tuple (as the connecting side sent it) and the reply tuple (as the answering side sees it). */
+export interface Flow {
+  id: number;
+  family: 4 | 6;
+  origSrc: string;
+  origSport: number;
+  origDst: string;
+  origDport: number;
+  replySrc: string;
+  replySport: number;
+  replyDst: string;
+  replyDport: number;
+  /** Source or destination rewritten (IPS_SRC_NAT / IPS_DST_NAT, or tuples that differ). */
+  nat: boolean;
+  tcpState: number;
+}
+
+export function recordKind(batch: Uint8Array, at: number): number {
+  return batch[at];
+}
+
+export function recordCount(view: DataView, at: number): number {
+  return view.getUint32(at + 12, true);
+}
+
+export function recordTcpState(batch: Uint8Array, at: number): number {
+  return batch[at + 2];
+}
+
+export function recordId(view: DataView, at: number): number {
+  return view.getUint32(at + 8, true);
+}
+
+function address(batch: Uint8Array, family: number, offset: number): string {
+  return family === 4 ? formatIPv4(batch, offset) : formatIPv6(batch, offset);
+}
+
+/** The flow of a dumped/new/ended/destroyed record, or undefined when its family byte is not 4 or 6. */
+export function decodeFlow(batch: Uint8Array, view: DataView, at: number): Flow | undefined {
+  const family = batch[at + 1];
+  if (family !== 4 && family !== 6) return undefined;
+  const nat = (batch[at + 3] & 1) !== 0;
+  const origSrc = address(batch, family, at + 16);
+  const origDst = address(batch, family, at + 32);
+  const origSport = view.getUint16(at + 80, true);
+  const origDport = view.getUint16(at + 82, true);
+  // An untranslated flow's reply tuple is its original one reversed: share the strings.
+  const replySrc = nat ? address(batch, family, at + 48) : origDst;
+  const replyDst = nat ? address(batch, family, at + 64) : origSrc;
+  return {
+    id: view.getUint32(at + 8, true),
+    family,
+    origSrc,
+    origSport,
+    origDst,
+    origDport,
+    replySrc,
+    replySport: view.getUint16(at + 84, true),
+    replyDst,
+    replyDport: view.getUint16(at + 86, true),
+    nat,
+    tcpState: batch[at + 2],
+  };
+}
