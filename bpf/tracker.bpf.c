@@ -90,16 +90,26 @@ static __always_inline void count(__u32 idx)
 		__sync_fetch_and_add(v, 1);
 }
 
+/*
+ * 0 in the real object. The test build (build/test/tracker-record-pad.bpf.o, scripts/build-bpf.sh)
+ * makes every record this many bytes longer, so that a test can prove that the reader counts
+ * records of a foreign size (badSizeRecords) and never hands them to the decoder.
+ */
+#ifndef TRACKER_TEST_RECORD_PAD
+#define TRACKER_TEST_RECORD_PAD 0
+#endif
+#define TRACKER_RECORD_BYTES (sizeof(struct tracker_event) + TRACKER_TEST_RECORD_PAD)
+
 static __always_inline struct tracker_event *reserve_event(__u8 type, __u64 cookie)
 {
-	struct tracker_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct tracker_event *e = bpf_ringbuf_reserve(&events, TRACKER_RECORD_BYTES, 0);
 
 	if (!e) {
 		count(TRACKER_COUNTER_LOST);
 		return NULL;
 	}
 	/* Ring memory is reused: clear it so no stale bytes reach user space. */
-	__builtin_memset(e, 0, sizeof(*e));
+	__builtin_memset(e, 0, TRACKER_RECORD_BYTES);
 	e->timestamp_ns = bpf_ktime_get_ns();
 	e->cpu = bpf_get_smp_processor_id();
 	e->type = type;

@@ -6,6 +6,7 @@
       "target_name": "scope_tracker",
       "sources": [
         "src/addon.cc",
+        "src/batch_pipe.cc",
         "src/bpf_session.cc",
         "src/conntrack_netlink.cc",
         "src/conntrack_wrap.cc",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the kernel side: build/vmlinux.h (from this machine's BTF) and the CO-RE
-# object build/tracker.bpf.o. Idempotent; any failure stops the script with a message.
+# object build/tracker.bpf.o (and build/test/tracker-record-pad.bpf.o for the tests). Idempotent; any failure stops the script with a message.
 #
 # Environment overrides: CLANG (default: clang-14, else clang), BPFTOOL (default: bpftool),
 # VMLINUX_BTF (default: /sys/kernel/btf/vmlinux).
@@ -52,3 +52,13 @@ mv -f "$OUT/tracker.bpf.o.tmp" "$OUT/tracker.bpf.o"
 # Sanity: the object must carry BTF (CO-RE needs it).
 "$BPFTOOL" btf dump file "$OUT/tracker.bpf.o" >/dev/null 2>&1 || die "$OUT/tracker.bpf.o has no usable BTF"
 echo "build-bpf: wrote $OUT/tracker.bpf.o"
+
+# Test-only variant: every record 8 bytes longer than struct tracker_event (see
+# TRACKER_TEST_RECORD_PAD in bpf/tracker.bpf.c), for test/kernel/native-lifecycle.test.ts.
+mkdir -p "$OUT/test"
+"$CLANG" -g -O2 -target bpf -D__TARGET_ARCH_"$ARCH" -DTRACKER_TEST_RECORD_PAD=8 \
+	-Wall -Werror -Wno-unused-function \
+	-I"$OUT" -I"$ROOT/bpf" \
+	-c "$SRC" -o "$OUT/test/tracker-record-pad.bpf.o.tmp" || die "clang failed to compile $SRC (record pad test build)"
+mv -f "$OUT/test/tracker-record-pad.bpf.o.tmp" "$OUT/test/tracker-record-pad.bpf.o"
+echo "build-bpf: wrote $OUT/test/tracker-record-pad.bpf.o"

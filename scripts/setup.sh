@@ -26,5 +26,5 @@ newer_than() { # newer_than OUTPUT INPUT...: true when OUTPUT is missing or olde
   [ -e "$out" ] || return 0
   [ -n "$(find "$@" -newer "$out" -print -quit 2>/dev/null)" ]
 }
-if newer_than build/tracker.bpf.o bpf scripts/build-bpf.sh; then bash scripts/build-bpf.sh >&2; fi
+if newer_than build/tracker.bpf.o bpf scripts/build-bpf.sh || newer_than build/test/tracker-record-pad.bpf.o bpf scripts/build-bpf.sh; then bash scripts/build-bpf.sh >&2; fi
 if newer_than build/Release/scope_tracker.node native bpf/tracker.h scripts/build-native.sh; then bash scripts/build-native.sh >&2; fi

@@ -3,10 +3,7 @@
 
 #include <bpf/libbpf.h>
 #include <linux/types.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -28,6 +25,7 @@ constexpr size_t kMinReserve = 64 * kRecordSize;
 // Batches handed over but not yet taken by the JS thread. When JS stalls the
 // consumer stops draining, the kernel ring fills and losses are counted there.
 constexpr size_t kMaxQueuedBatches = 64;
+constexpr const char* kErrRingBuffer = "ERR_BPF_RING_BUFFER";
 
 constexpr uint32_t kDefaultRingBytes = 4u << 20;
 constexpr uint32_t kMaxRingBytes = 1u << 30;
@@ -50,11 +48,6 @@ Napi::Error WithCode(Napi::Error err, const char* code) {
 }  // namespace
 
 void Tracker::RingBufferDeleter::operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
-
-void Tracker::Fd::Reset(int fd) {
-  if (fd_ >= 0) close(fd_);
-  fd_ = fd;
-}
 
 Napi::Function Tracker::Init(Napi::Env env) {
   return DefineClass(env, "Tracker",
@@ -118,8 +111,7 @@ Tracker::Tracker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tracker>(inf
   Napi::Function on_batch = v.As<Napi::Function>();
   v = opts.Get("onError");
   if (!v.IsFunction()) ThrowType(env, "options.onError must be a function");
-  on_error_ = Napi::Persistent(v.As<Napi::Function>());
-  on_batch_ = Napi::Persistent(on_batch);
+  Napi::Function on_error_fn = v.As<Napi::Function>();
 
   try {
     bpf_ = BpfSession::Open(bpf_options);
@@ -133,15 +125,27 @@ Tracker::Tracker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tracker>(inf
     throw WithCode(Napi::Error::New(env, std::string("ring_buffer__new: ") + std::strerror(err)), kErrLoad);
   }
 
+  BatchPipeOptions pipe_options;
+  pipe_options.max_batch_bytes = kMaxBatchBytes;
+  pipe_options.max_queued_batches = kMaxQueuedBatches;
+  pipe_options.min_reserve_bytes = kMinReserve;
+  pipe_options.error_code = kErrRingBuffer;
+  pipe_options.thread_name = "scope-tracker";
+  pipe_options.resource_name = "scope_tracker.Tracker";
+  try {
+    pipe_ = std::make_unique<BatchPipe>(env, static_cast<BatchSource*>(this), pipe_options);
+  } catch (const std::exception& e) {
+    throw WithCode(Napi::Error::New(env, e.what()), kErrLoad);
+  }
+
   if (wakeup_) {
     epoll_fd_.Reset(epoll_create1(EPOLL_CLOEXEC));
-    stop_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     epoll_event ev{};
     ev.events = EPOLLIN;
-    bool ok = epoll_fd_.get() >= 0 && stop_fd_.get() >= 0;
+    bool ok = epoll_fd_.get() >= 0;
     ev.data.fd = ring_buffer__epoll_fd(rb_.get());
     ok = ok && epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, ev.data.fd, &ev) == 0;
-    ev.data.fd = stop_fd_.get();
+    ev.data.fd = pipe_->stop_fd();
     ok = ok && epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, ev.data.fd, &ev) == 0;
     if (!ok) {
       int err = errno;
@@ -149,53 +153,27 @@ Tracker::Tracker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tracker>(inf
     }
   }
 
-  // The TSFN is only a doorbell: batches travel through ready_ (bounded), so its own
-  // queue is unbounded but holds at most one pending call (wake_pending_).
-  link_ = new Link{this};
-  napi_status status = napi_create_threadsafe_function(
-      env, on_batch, nullptr, Napi::String::New(env, "scope_tracker.Tracker"), 0, 1, link_, &Tracker::TsfnFinalize,
-      link_, &Tracker::CallJs, &tsfn_);
-  if (status != napi_ok) {
-    delete link_;
-    link_ = nullptr;
-    throw WithCode(Napi::Error::New(env, "napi_create_threadsafe_function failed"), kErrLoad);
-  }
-
   try {
-    thread_ = std::thread(&Tracker::Run, this);
-  } catch (const std::system_error& e) {
-    napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
-    tsfn_ = nullptr;
-    throw WithCode(Napi::Error::New(env, std::string("cannot start consumer thread: ") + e.what()), kErrLoad);
+    pipe_->Start(info.This().As<Napi::Object>(), on_batch, on_error_fn, Napi::Function());
+  } catch (const std::exception& e) {
+    throw WithCode(Napi::Error::New(env, e.what()), kErrLoad);
   }
-  running_ = true;
-  napi_add_env_cleanup_hook(env, &Tracker::EnvCleanup, this);
-  cleanup_hook_ = true;
-  // A running tracker stays alive (like a server) until stop(); released by TsfnFinalize.
-  Ref();
 }
 
 Tracker::~Tracker() {
-  Shutdown(Env(), false);
-  if (link_) link_->tracker = nullptr;
+  // Joins the producer while the ring buffer it drains still exists.
+  if (pipe_) pipe_->Stop(false);
 }
 
-// ---------------------------------------------------------------- consumer thread
+// ---------------------------------------------------------------- producer thread
 
-void Tracker::Run() {
-  // Signals belong to the JS thread.
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, nullptr);
-  pthread_setname_np(pthread_self(), "scope-tracker");
-
+void Tracker::Produce(BatchProducer& out) {
+  out_ = &out;
   auto next = std::chrono::steady_clock::now() + interval_;
   for (;;) {
     bool final;
     if (!wakeup_) {
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_cv_.wait_until(lock, next, [this] { return stopping_; });
-      final = stopping_;
+      final = out.WaitUntil(next);
       auto now = std::chrono::steady_clock::now();
       next += interval_;
       if (next <= now) next = now + interval_;
@@ -203,32 +181,31 @@ void Tracker::Run() {
       epoll_event evs[2];
       int n = epoll_wait(epoll_fd_.get(), evs, 2, static_cast<int>(interval_.count()));
       if (n < 0 && errno != EINTR) {
-        Fail(errno);
+        out.Fail(errno, "ring buffer consumer failed");
         return;
       }
-      std::lock_guard<std::mutex> lock(mu_);
-      final = stopping_;
+      final = out.stopping();
     }
 
-    int err = ConsumeAll(final);
+    // On the final round (stopping) this drains whatever the detached programs left.
+    int err = ConsumeAll();
     if (err) {
-      Fail(err);
+      out.Fail(err, "ring buffer consumer failed");
       return;
     }
-    if (!Publish(final) || final) return;
+    if (!out.Publish() || final) return;
   }
 }
 
 int Tracker::OnRecord(void* ctx, void* data, size_t size) {
   Tracker* self = static_cast<Tracker*>(ctx);
-  if (size != kRecordSize) return 0;  // not our layout: never hand it to the decoder
-  if (!self->current_) {
-    self->current_ = std::make_unique<Batch>();
-    self->current_->reserve(self->next_reserve_ ? self->next_reserve_ : kMinReserve);
+  if (size != kRecordSize) {
+    // Not our layout (an object built from another bpf/tracker.h): never hand it to the decoder,
+    // but count it, so that status can say the object and the addon disagree.
+    self->bad_size_records_.fetch_add(1, std::memory_order_relaxed);
+    return 0;
   }
-  const uint8_t* p = static_cast<const uint8_t*>(data);
-  self->current_->insert(self->current_->end(), p, p + size);
-  if (self->current_->size() >= kMaxBatchBytes) {
+  if (self->out_->Append(data, size)) {
     self->batch_full_ = true;
     return -1;  // record is consumed; stop here so the batch gets published
   }
@@ -236,191 +213,30 @@ int Tracker::OnRecord(void* ctx, void* data, size_t size) {
 }
 
 // Drains everything in the ring. Returns 0 or a positive errno.
-int Tracker::ConsumeAll(bool final) {
+int Tracker::ConsumeAll() {
   for (;;) {
     batch_full_ = false;
     int n = ring_buffer__consume(rb_.get());
     if (n >= 0 || n == -EINTR) return 0;
     if (!batch_full_) return -n;
-    if (!Publish(final)) return 0;
+    if (!out_->Publish()) return 0;
   }
 }
 
-// Moves the current batch to ready_, waiting for room unless stopping, and rings the
-// JS thread. Returns false when the TSFN is closing (environment shutting down).
-bool Tracker::Publish(bool final) {
-  if (!current_ || current_->empty()) return true;
-  size_t used = current_->size();
-  next_reserve_ = std::min(kMaxBatchBytes, std::max(kMinReserve, used + used / 4));
-  std::unique_ptr<Batch> batch = std::move(current_);
-  bool post = false;
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    space_cv_.wait(lock, [this] { return ready_.size() < kMaxQueuedBatches || stopping_; });
-    ready_.push_back(std::move(batch));
-    // When stopping, Shutdown delivers ready_ itself after joining us.
-    if (!final && !stopping_ && !wake_pending_) {
-      wake_pending_ = true;
-      post = true;
-    }
-  }
-  return post ? PostWake() : true;
+// ---------------------------------------------------------------- JS thread (inside BatchPipe::Stop)
+
+void Tracker::BeforeStop() {
+  if (bpf_) bpf_->Detach();  // no new events; the producer's final drain sees them all
 }
 
-bool Tracker::PostWake() {
-  napi_status status = napi_call_threadsafe_function(tsfn_, nullptr, napi_tsfn_nonblocking);
-  if (status == napi_ok) return true;
-  std::lock_guard<std::mutex> lock(mu_);
-  wake_pending_ = false;
-  return false;  // napi_closing: the environment is going away; Shutdown will join us
-}
-
-void Tracker::Fail(int err) {
-  Publish(false);  // records read before the failure still go out first
-  bool post = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    consumer_error_ = err ? err : EIO;
-    if (!stopping_) {
-      wake_pending_ = true;
-      post = true;
-    }
-  }
-  if (post) PostWake();
-}
-
-// ---------------------------------------------------------------- JS thread
-
-void Tracker::CallJs(napi_env env, napi_value /*js_cb*/, void* context, void* /*data*/) {
-  Link* link = static_cast<Link*>(context);
-  if (env == nullptr || link == nullptr || link->tracker == nullptr) return;
-  Napi::Env e(env);
-  try {
-    link->tracker->DeliverFromQueue(e);
-  } catch (const Napi::Error& err) {
-    err.ThrowAsJavaScriptException();  // surfaces as an uncaught exception
-  } catch (const std::exception& err) {
-    Napi::Error::New(e, err.what()).ThrowAsJavaScriptException();
-  }
-}
-
-void Tracker::TsfnFinalize(napi_env /*env*/, void* data, void* /*hint*/) {
-  Link* link = static_cast<Link*>(data);
-  Tracker* self = link->tracker;
-  delete link;
-  if (!self) return;
-  self->link_ = nullptr;
-  self->tsfn_ = nullptr;
-  self->Unref();  // stopped and drained: the object may now be collected
-}
-
-void Tracker::EnvCleanup(void* arg) {
-  Tracker* self = static_cast<Tracker*>(arg);
-  self->cleanup_hook_ = false;  // being run, hence removed
-  self->Shutdown(nullptr, false);
-}
-
-void Tracker::DeliverFromQueue(Napi::Env env) {
-  if (!running_) return;  // Shutdown already delivered what was left
-  std::deque<std::unique_ptr<Batch>> batches;
-  int err;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    wake_pending_ = false;
-    batches.swap(ready_);
-    err = consumer_error_;
-  }
-  space_cv_.notify_all();
-
-  std::unique_ptr<Napi::Error> first;
-  for (auto& batch : batches) {
-    try {
-      DeliverBatch(env, std::move(batch));
-    } catch (const Napi::Error& e) {
-      if (!first) first = std::make_unique<Napi::Error>(e);
-    }
-  }
-  if (err && !error_reported_) {
-    error_reported_ = true;
-    Shutdown(env, true);
-    Napi::Error error = WithCode(
-        Napi::Error::New(env, std::string("ring buffer consumer failed: ") + std::strerror(err)), "ERR_BPF_RING_BUFFER");
-    try {
-      on_error_.Call({error.Value()});
-    } catch (const Napi::Error& e) {
-      if (!first) first = std::make_unique<Napi::Error>(e);
-    }
-  }
-  if (first) throw *first;
-}
-
-void Tracker::DeliverBatch(Napi::Env env, std::unique_ptr<Batch> batch) {
-  if (!batch || batch->empty()) return;
-  Batch* raw = batch.release();
-  int64_t external = static_cast<int64_t>(raw->capacity());
-  // Zero copy: the Buffer owns the vector and frees it when collected.
-  Napi::Buffer<uint8_t> buffer = Napi::Buffer<uint8_t>::New(
-      env, raw->data(), raw->size(),
-      [](Napi::Env fin_env, uint8_t*, Batch* hint) {
-        Napi::MemoryManagement::AdjustExternalMemory(fin_env, -static_cast<int64_t>(hint->capacity()));
-        delete hint;
-      },
-      raw);
-  Napi::MemoryManagement::AdjustExternalMemory(env, external);
-  on_batch_.Call({buffer});
-}
-
-void Tracker::Shutdown(napi_env env, bool deliver) {
-  if (!running_) return;
-  running_ = false;
-
-  if (bpf_) bpf_->Detach();  // no new events; the thread's final drain sees them all
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  wake_cv_.notify_all();
-  space_cv_.notify_all();
-  if (stop_fd_.get() >= 0) {
-    uint64_t one = 1;
-    ssize_t ignored = write(stop_fd_.get(), &one, sizeof(one));
-    (void)ignored;
-  }
-  if (thread_.joinable()) thread_.join();
-
+void Tracker::AfterJoin() {
   if (bpf_) bpf_->ReadCounters(&final_counters_);
   rb_.reset();
   epoll_fd_.Reset();
-  stop_fd_.Reset();
   bpf_.reset();
-
-  if (cleanup_hook_ && env) napi_remove_env_cleanup_hook(env, &Tracker::EnvCleanup, this);
-  cleanup_hook_ = false;
-
-  std::deque<std::unique_ptr<Batch>> batches;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    batches.swap(ready_);
-  }
-  current_.reset();
-
-  if (tsfn_) {
-    // Pending doorbells still run (and find nothing); then TsfnFinalize unrefs us.
-    napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
-  }
-
-  if (!deliver || !env) return;
-  Napi::Env e(env);
-  std::unique_ptr<Napi::Error> first;
-  for (auto& batch : batches) {
-    try {
-      DeliverBatch(e, std::move(batch));
-    } catch (const Napi::Error& err) {
-      if (!first) first = std::make_unique<Napi::Error>(err);
-    }
-  }
-  if (first) throw *first;
 }
+
+// ---------------------------------------------------------------- JS thread
 
 Napi::Object Tracker::CountersObject(Napi::Env env, const scope_tracker::Counters& c) {
   Napi::Object o = Napi::Object::New(env);
@@ -429,11 +245,13 @@ Napi::Object Tracker::CountersObject(Napi::Env env, const scope_tracker::Counter
   o.Set("connectNoPid", Napi::Number::New(env, static_cast<double>(c[TRACKER_COUNTER_CONNECT_NO_PID])));
   o.Set("acceptNoSock", Napi::Number::New(env, static_cast<double>(c[TRACKER_COUNTER_ACCEPT_NO_SOCK])));
   o.Set("missed", Napi::Number::New(env, static_cast<double>(c[scope_tracker::kCounterMissed])));
+  o.Set("badSizeRecords",
+        Napi::Number::New(env, static_cast<double>(bad_size_records_.load(std::memory_order_relaxed))));
   return o;
 }
 
 Napi::Value Tracker::Counters(const Napi::CallbackInfo& info) {
-  if (!running_ || !bpf_) return CountersObject(info.Env(), final_counters_);  // values at stop()
+  if (!running() || !bpf_) return CountersObject(info.Env(), final_counters_);  // values at stop()
   scope_tracker::Counters c;
   if (!bpf_->ReadCounters(&c)) {
     int err = errno;
@@ -445,7 +263,7 @@ Napi::Value Tracker::Counters(const Napi::CallbackInfo& info) {
 
 Napi::Value Tracker::AttachedPrograms(const Napi::CallbackInfo& info) {
   Napi::Array out = Napi::Array::New(info.Env());
-  if (running_ && bpf_) {
+  if (running() && bpf_) {
     uint32_t i = 0;
     for (const std::string& name : bpf_->attached()) out.Set(i++, Napi::String::New(info.Env(), name));
   }
@@ -453,17 +271,17 @@ Napi::Value Tracker::AttachedPrograms(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Tracker::Stop(const Napi::CallbackInfo& info) {
-  Shutdown(info.Env(), true);
+  if (pipe_) pipe_->Stop(true);
   return info.Env().Undefined();
 }
 
 Napi::Value Tracker::RefLoop(const Napi::CallbackInfo& info) {
-  if (running_ && tsfn_) napi_ref_threadsafe_function(info.Env(), tsfn_);
+  if (pipe_) pipe_->Ref();
   return info.This();
 }
 
 Napi::Value Tracker::UnrefLoop(const Napi::CallbackInfo& info) {
-  if (running_ && tsfn_) napi_unref_threadsafe_function(info.Env(), tsfn_);
+  if (pipe_) pipe_->Unref();
   return info.This();
 }
 

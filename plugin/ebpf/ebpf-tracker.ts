@@ -46,7 +46,7 @@ export class EbpfTracker {
   #native: NativeTracker | undefined;
   #clock: () => number = () => 0;
   #timers: ReturnType<typeof setInterval>[] = [];
-  #lastCounters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0 };
+  #lastCounters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0, badSizeRecords: 0 };
   #dead = false;
   eventsReceived = 0;
 

@@ -12,6 +12,8 @@ export interface NativeCounters {
   acceptNoSock: number;
   /** Runs of our programs the kernel skipped (BPF recursion protection): those events never happened for us. */
   missed: number;
+  /** Ring-buffer records whose size is not the addon's struct tracker_event: dropped, never decoded (object and addon disagree). */
+  badSizeRecords: number;
 }
 
 export interface NativeTrackerOptions {

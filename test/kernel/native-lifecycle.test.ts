@@ -16,6 +16,8 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const addonPath = path.join(root, "build/Release/scope_tracker.node");
 const objectPath = path.join(root, "build/tracker.bpf.o");
+// The same programs with every record 8 bytes longer (TRACKER_TEST_RECORD_PAD, scripts/build-bpf.sh).
+const paddedObjectPath = path.join(root, "build/test/tracker-record-pad.bpf.o");
 const denoPath = path.join(root, "node_modules/deno/deno");
 const require = createRequire(import.meta.url);
 
@@ -233,6 +235,48 @@ t.test("loopback connect: CONNECT, ACCEPT and 2 CLOSE; refused connect counted",
   const final = tr.counters(); // values read at stop()
   t.ok(final.failedConnects >= counters.failedConnects, "counters still readable after stop");
   t.equal(final.lost, 0, "nothing lost");
+  t.equal(final.badSizeRecords, 0, "every record had the expected size");
+});
+
+t.test("records of another size are counted as badSizeRecords and never reach onBatch", async (t) => {
+  const Tracker = loadTracker();
+  if (!existsSync(paddedObjectPath)) throw new Error(`${paddedObjectPath} missing: run scripts/build-bpf.sh`);
+  const batches: Uint8Array[] = [];
+  const errors: Error[] = [];
+  const tr = new Tracker({
+    objectPath: paddedObjectPath,
+    drainIntervalMs: 10,
+    onBatch: (b) => batches.push(b),
+    onError: (e) => errors.push(e),
+  });
+  t.teardown(() => tr.stop());
+  t.equal(tr.counters().badSizeRecords, 0, "nothing counted before any event");
+
+  // A real loopback connection: CONNECT, ACCEPT and two CLOSE records, 88 bytes each.
+  const server = net.createServer((s) => {
+    s.resume();
+    s.on("end", () => s.end());
+  });
+  const port = await listen(server);
+  await new Promise<void>((resolve, reject) => {
+    const c = net.connect(port, "127.0.0.1", () => c.end());
+    c.on("error", reject);
+    c.resume();
+    c.on("close", () => resolve());
+  });
+  await new Promise((r) => server.close(r));
+
+  const counted = await waitFor(
+    () => tr.counters().badSizeRecords,
+    (n) => n >= 4,
+  );
+  t.ok(counted >= 4, `the connection's four records counted (badSizeRecords ${counted})`);
+  tr.stop();
+  const final = tr.counters();
+  t.ok(final.badSizeRecords >= counted, "badSizeRecords still readable after stop");
+  t.equal(batches.length, 0, "no batch reached onBatch: a foreign record is never decoded");
+  t.equal(final.lost, 0, "nothing lost: the records were read and dropped, not missed");
+  t.same(errors, [], "no onError: a wrong-size record is a counted degradation, not a failure");
 });
 
 t.test("stop() wakes the consumer at once and delivers the last batch", async (t) => {

@@ -20,7 +20,7 @@ class FakeTracker implements LiveTracker {
   heldBack = 0;
   malformedRecords = 0;
   stopped = false;
-  #counters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0 };
+  #counters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0, badSizeRecords: 0 };
   constructor(readonly hooks: EbpfTrackerHooks) {}
   start(): void {}
   stop(): void {
