@@ -58,7 +58,7 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
   }, log.child({ component: "conntrack" }));
   conntrack.start();
   setActiveFlows(conntrack.flows);
-  const procfsConntrack = new ProcfsConntrack(conntrack.flows, table, () => supervisor?.status().source === "procfs", () => conntrack.enabled);
+  const procfsConntrack = new ProcfsConntrack(conntrack, table, () => supervisor?.status().source === "procfs");
   const status = () => {
     const s = supervisor!.status();
     const ct = conntrack.status();

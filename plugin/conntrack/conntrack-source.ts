@@ -30,6 +30,8 @@ export interface NativeConntrackOptions {
   onError: (error: Error) => void;
   receiveBufferBytes?: number;
   drainIntervalMs?: number;
+  /** Batches queued for JS before the reader stops reading (64 by default). */
+  maxQueuedBatches?: number;
 }
 
 export interface ConntrackStatus {
@@ -44,6 +46,7 @@ export interface ConntrackSourceOptions {
   procRoot: string;
   receiveBufferBytes?: number;
   drainIntervalMs?: number;
+  maxQueuedBatches?: number;
   /** After a runtime failure, try again this much later. */
   retryMs: number;
   flows?: Partial<FlowTableOptions>;
@@ -82,6 +85,13 @@ export class ConntrackSource {
     return this.#enabled;
   }
 
+  /** Keep untranslated flows too (see FlowTable.keepAll); turning it on reads the table again. */
+  setKeepAll(keepAll: boolean): void {
+    if (keepAll === this.flows.keepAll) return;
+    this.flows.keepAll = keepAll;
+    if (keepAll) this.#native?.requestDump();
+  }
+
   /** Called after every applied batch (the report cache rebuilds on NAT changes). */
   onChange(listener: () => void): () => void {
     this.#listeners.add(listener);
@@ -99,6 +109,7 @@ export class ConntrackSource {
         onError: (error) => this.#off(`conntrack reader failed: ${explainConntrackError(error)}`, true),
         receiveBufferBytes: this.#options.receiveBufferBytes,
         drainIntervalMs: this.#options.drainIntervalMs,
+        maxQueuedBatches: this.#options.maxQueuedBatches,
       });
       this.#enabled = true;
       this.#reason = "conntrack events and dumps of this network namespace (ctnetlink)";
@@ -153,6 +164,7 @@ export class ConntrackSource {
     this.flows.clear();
     this.#log.warn("conntrack NAT mapping off", { reason });
     if (!retry || this.#stopped) return;
+    this.#log.info("conntrack will be tried again", { inMs: this.#options.retryMs });
     this.#retry = setTimeout(() => this.start(), this.#options.retryMs);
     this.#retry.unref?.();
   }

@@ -9,7 +9,7 @@
  * Bounded: at most `maxFlows` active flows and `maxEnded` ended ones waiting to be taken; what
  * does not fit is counted, never held.
  */
-import { CT_RECORD_SIZE, CT_TCP_CLOSE, CT_TCP_TIME_WAIT, CtKind, decodeFlow, type Flow, recordCount, recordId, recordKind, recordTcpState } from "./record.ts";
+import { CT_RECORD_SIZE, CT_TCP_CLOSE, CT_TCP_TIME_WAIT, CtKind, decodeFlow, type Flow, recordCount, recordId, recordIsNat, recordKind, recordTcpState } from "./record.ts";
 import { flowViews, type Translation, viewKey } from "./nat.ts";
 
 export interface FlowTableOptions {
@@ -36,6 +36,50 @@ export interface FlowTableCounters {
   flowsDropped: number;
   endedDropped: number;
   malformedRecords: number;
+  /** Untranslated flows seen while only NATed ones are kept (eBPF live). */
+  untranslatedSkipped: number;
+}
+
+/**
+ * A Map by conntrack id. Ids are u32 hashes, mostly past V8's small-integer range, and a Map with
+ * heap-number keys was 2-5x slower to fill: four maps by the top two bits, each keyed by the rest.
+ */
+class IdMap<T> {
+  readonly #maps = [new Map<number, T>(), new Map<number, T>(), new Map<number, T>(), new Map<number, T>()];
+
+  get size(): number {
+    return this.#maps[0].size + this.#maps[1].size + this.#maps[2].size + this.#maps[3].size;
+  }
+
+  get(id: number): T | undefined {
+    return this.#maps[id >>> 30].get(id & 0x3fffffff);
+  }
+
+  has(id: number): boolean {
+    return this.#maps[id >>> 30].has(id & 0x3fffffff);
+  }
+
+  set(id: number, value: T): void {
+    this.#maps[id >>> 30].set(id & 0x3fffffff, value);
+  }
+
+  delete(id: number): boolean {
+    return this.#maps[id >>> 30].delete(id & 0x3fffffff);
+  }
+
+  clear(): void {
+    for (const m of this.#maps) m.clear();
+  }
+
+  *values(): IterableIterator<T> {
+    for (const m of this.#maps) yield* m.values();
+  }
+}
+
+interface ActiveFlow {
+  flow: Flow;
+  /** Dump generation the flow was last confirmed in. */
+  seen: number;
 }
 
 interface NatEntry {
@@ -47,23 +91,28 @@ interface NatEntry {
 export class FlowTable {
   readonly #options: FlowTableOptions;
   readonly #now: () => number;
-  readonly #active = new Map<number, Flow>();
-  /** Dump generation each active flow was last confirmed in. */
-  readonly #seenIn = new Map<number, number>();
-  readonly #nat = new Map<number, NatEntry>();
+  readonly #active = new IdMap<ActiveFlow>();
+  readonly #nat = new IdMap<NatEntry>();
   readonly #byView = new Map<string, Translation>();
   #ended: Flow[] = [];
   /** Ended NAT flows in the order they ended, for expiry from the front. */
   #natEnded: Array<{ id: number; flow: Flow; endedMs: number }> = [];
   #natEndedHead = 0;
   #generation = 0;
+  #activeCount = 0;
   #dumping = false;
   /** Bumped when a translation appears for a socket that may already be reported (caches of encoded connections must drop it). */
   lateVersion = 0;
   /** Keep ended flows for takeEnded (only the /proc fallback asks; otherwise they would pile up). */
   collectEnded = false;
+  /**
+   * Keep untranslated flows too (the /proc fallback's directions and short-lived connections).
+   * Otherwise only NATed flows are kept, as Scope's natMapper and its seeding keep them; turning
+   * this on needs a fresh dump to find the untranslated flows that already exist.
+   */
+  keepAll = false;
   readonly counters: FlowTableCounters = {
-    flows: 0, natFlows: 0, lostEvents: 0, dumps: 0, lastDumpFlows: 0, flowsDropped: 0, endedDropped: 0, malformedRecords: 0,
+    flows: 0, natFlows: 0, lostEvents: 0, dumps: 0, lastDumpFlows: 0, flowsDropped: 0, endedDropped: 0, malformedRecords: 0, untranslatedSkipped: 0,
   };
 
   constructor(options: Partial<FlowTableOptions> = {}) {
@@ -84,6 +133,11 @@ export class FlowTable {
           const state = recordTcpState(batch, at);
           if (state === CT_TCP_TIME_WAIT || state === CT_TCP_CLOSE) {
             this.#end(recordId(view, at));
+            break;
+          }
+          // Untranslated flows matter only to the /proc fallback: not decoded otherwise.
+          if (!this.keepAll && !recordIsNat(batch, at)) {
+            this.counters.untranslatedSkipped++;
             break;
           }
           const flow = decodeFlow(batch, view, at);
@@ -110,7 +164,7 @@ export class FlowTable {
       }
     }
     this.#expireNat();
-    this.counters.flows = this.#active.size;
+    this.counters.flows = this.#activeCount;
     this.counters.natFlows = this.#nat.size;
   }
 
@@ -132,8 +186,8 @@ export class FlowTable {
     return this.#nat.size > 0;
   }
 
-  activeFlows(): IterableIterator<Flow> {
-    return this.#active.values();
+  *activeFlows(): IterableIterator<Flow> {
+    for (const a of this.#active.values()) yield a.flow;
   }
 
   /** Flows that ended since the previous call, each handed out once. */
@@ -147,24 +201,28 @@ export class FlowTable {
   /** Everything forgotten (the source stopped): nothing stale translates or is copied. */
   clear(): void {
     this.#active.clear();
-    this.#seenIn.clear();
     this.#nat.clear();
     this.#byView.clear();
     this.#ended = [];
     this.#natEnded = [];
     this.#natEndedHead = 0;
+    this.#activeCount = 0;
     this.counters.flows = 0;
     this.counters.natFlows = 0;
   }
 
   #add(flow: Flow): void {
-    const known = this.#active.has(flow.id);
-    if (!known && this.#active.size >= this.#options.maxFlows) {
+    const known = this.#active.get(flow.id);
+    if (known !== undefined) {
+      known.flow = flow;
+      known.seen = this.#generation;
+    } else if (this.#activeCount >= this.#options.maxFlows) {
       this.counters.flowsDropped++;
       return;
+    } else {
+      this.#active.set(flow.id, { flow, seen: this.#generation });
+      this.#activeCount++;
     }
-    this.#active.set(flow.id, flow);
-    this.#seenIn.set(flow.id, this.#generation);
     if (flow.nat && !this.#nat.has(flow.id) && this.#nat.size >= this.#options.maxFlows) {
       this.counters.flowsDropped++;
     } else if (flow.nat) {
@@ -176,10 +234,11 @@ export class FlowTable {
   }
 
   #end(id: number): void {
-    const flow = this.#active.get(id);
-    if (flow === undefined) return;
+    const active = this.#active.get(id);
+    if (active === undefined) return;
+    const flow = active.flow;
     this.#active.delete(id);
-    this.#seenIn.delete(id);
+    this.#activeCount--;
     if (this.collectEnded) {
       if (this.#ended.length < this.#options.maxEnded) this.#ended.push(flow);
       else this.counters.endedDropped++;
@@ -198,7 +257,9 @@ export class FlowTable {
     if (!this.#dumping) return;
     this.#dumping = false;
     const generation = this.#generation;
-    for (const [id, seen] of this.#seenIn) if (seen < generation) this.#end(id);
+    const gone: number[] = [];
+    for (const a of this.#active.values()) if (a.seen < generation) gone.push(a.flow.id);
+    for (const id of gone) this.#end(id);
   }
 
   #expireNat(): void {

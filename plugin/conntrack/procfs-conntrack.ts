@@ -2,14 +2,14 @@
  * What conntrack adds to /proc scans (Scope's connection_tracker.go, seenTuples and walkFlows):
  * - a scanned connection no listening socket explains gets its direction from the flow's
  *   original direction (the original source is the side that connected), before the port
- *   heuristic would guess;
+ *   heuristic would guess (with eBPF live only NATed flows are kept, as Scope seeds from them);
  * - while /proc is the live source, flows that opened and ended between two scans, never seen by
  *   a scan, reach every client once as closed connections (pid 0: no scan saw their process),
  *   seen from the connecting side.
  */
 import type { Connection } from "../model/connection.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
-import type { FlowTable } from "./flow-table.ts";
+import type { ConntrackSource } from "./conntrack-source.ts";
 import { viewKey } from "./nat.ts";
 import type { Flow } from "./record.ts";
 
@@ -21,31 +21,32 @@ export interface ProcfsConntrackCounters {
 }
 
 export class ProcfsConntrack {
-  readonly #flows: FlowTable;
+  readonly #source: ConntrackSource;
   readonly #table: ConnectionTable;
   readonly #procfsLive: () => boolean;
-  readonly #enabled: () => boolean;
   readonly counters: ProcfsConntrackCounters = { directionsFromConntrack: 0, shortLivedReported: 0 };
 
-  constructor(flows: FlowTable, table: ConnectionTable, procfsLive: () => boolean, enabled: () => boolean) {
-    this.#flows = flows;
+  constructor(source: ConntrackSource, table: ConnectionTable, procfsLive: () => boolean) {
+    this.#source = source;
     this.#table = table;
     this.#procfsLive = procfsLive;
-    this.#enabled = enabled;
   }
 
   /** Wraps a /proc scan: directions first, then the short-lived connections since the previous scan. */
   wrap(scan: () => Promise<readonly Connection[]>): () => Promise<readonly Connection[]> {
     return async () => {
       const scanned = await scan();
-      if (!this.#enabled()) {
-        this.#flows.collectEnded = false;
+      const flows = this.#source.flows;
+      if (!this.#source.enabled) {
+        flows.collectEnded = false;
         return scanned;
       }
       const directed = this.#directions(scanned);
       const procfs = this.#procfsLive();
-      if (procfs && this.#flows.collectEnded) this.#reportShortLived(directed);
-      this.#flows.collectEnded = procfs;
+      if (procfs && flows.collectEnded) this.#reportShortLived(directed);
+      // From the first scan on /proc: every flow kept, ended ones collected for the next scan.
+      flows.collectEnded = procfs;
+      this.#source.setKeepAll(procfs);
       return directed;
     };
   }
@@ -53,7 +54,7 @@ export class ProcfsConntrack {
   #directions(scanned: readonly Connection[]): readonly Connection[] {
     if (!scanned.some((c) => c.direction === "unknown")) return scanned;
     const byView = new Map<string, "incoming" | "outgoing">();
-    for (const f of this.#flows.activeFlows()) {
+    for (const f of this.#source.flows.activeFlows()) {
       byView.set(viewKey(f.origSrc, f.origSport, f.origDst, f.origDport), "outgoing");
       byView.set(viewKey(f.replySrc, f.replySport, f.replyDst, f.replyDport), "incoming");
     }
@@ -68,7 +69,7 @@ export class ProcfsConntrack {
   }
 
   #reportShortLived(scanned: readonly Connection[]): void {
-    const ended = this.#flows.takeEnded();
+    const ended = this.#source.flows.takeEnded();
     if (ended.length === 0) return;
     // Every socket view a scan has seen: the table holds what the previous scans found until this
     // scan's reconcile closes it.

@@ -53,6 +53,10 @@ export function recordTcpState(batch: Uint8Array, at: number): number {
   return batch[at + 2];
 }
 
+export function recordIsNat(batch: Uint8Array, at: number): boolean {
+  return (batch[at + 3] & 1) !== 0;
+}
+
 export function recordId(view: DataView, at: number): number {
   return view.getUint32(at + 8, true);
 }
