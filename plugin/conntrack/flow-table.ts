@@ -38,6 +38,8 @@ export interface FlowTableCounters {
   malformedRecords: number;
   /** Untranslated flows seen while only NATed ones are kept (eBPF live). */
   untranslatedSkipped: number;
+  /** Records applied (flows of dumps and events, markers). */
+  records: number;
 }
 
 /**
@@ -112,7 +114,7 @@ export class FlowTable {
    */
   keepAll = false;
   readonly counters: FlowTableCounters = {
-    flows: 0, natFlows: 0, lostEvents: 0, dumps: 0, lastDumpFlows: 0, flowsDropped: 0, endedDropped: 0, malformedRecords: 0, untranslatedSkipped: 0,
+    flows: 0, natFlows: 0, lostEvents: 0, dumps: 0, lastDumpFlows: 0, flowsDropped: 0, endedDropped: 0, malformedRecords: 0, untranslatedSkipped: 0, records: 0,
   };
 
   constructor(options: Partial<FlowTableOptions> = {}) {
@@ -125,6 +127,7 @@ export class FlowTable {
     const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
     const usable = batch.length - (batch.length % CT_RECORD_SIZE);
     if (usable !== batch.length) this.counters.malformedRecords++;
+    this.counters.records += usable / CT_RECORD_SIZE;
     for (let at = 0; at < usable; at += CT_RECORD_SIZE) {
       const kind = recordKind(batch, at);
       switch (kind) {

@@ -301,6 +301,9 @@ export interface ConntrackStatus {
    */
   directionsFromConntrack: number;
   shortLivedReported: number;
+  /** Untranslated flows passed over while only NATed ones are kept (eBPF live), and records applied. */
+  untranslatedSkipped: number;
+  records: number;
 }
 
 function createBaseReportRequest(): ReportRequest {
@@ -1616,6 +1619,8 @@ function createBaseConntrackStatus(): ConntrackStatus {
     malformedRecords: 0,
     directionsFromConntrack: 0,
     shortLivedReported: 0,
+    untranslatedSkipped: 0,
+    records: 0,
   };
 }
 
@@ -1656,6 +1661,12 @@ export const ConntrackStatus: MessageFns<ConntrackStatus> = {
     }
     if (message.shortLivedReported !== 0) {
       writer.uint32(96).uint64(message.shortLivedReported);
+    }
+    if (message.untranslatedSkipped !== 0) {
+      writer.uint32(104).uint64(message.untranslatedSkipped);
+    }
+    if (message.records !== 0) {
+      writer.uint32(112).uint64(message.records);
     }
     return writer;
   },
@@ -1769,6 +1780,22 @@ export const ConntrackStatus: MessageFns<ConntrackStatus> = {
             message.shortLivedReported = longToNumber(reader.uint64());
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.untranslatedSkipped = longToNumber(reader.uint64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.records = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1827,6 +1854,12 @@ export const ConntrackStatus: MessageFns<ConntrackStatus> = {
         : isSet(object.short_lived_reported)
         ? globalThis.Number(object.short_lived_reported)
         : 0,
+      untranslatedSkipped: isSet(object.untranslatedSkipped)
+        ? globalThis.Number(object.untranslatedSkipped)
+        : isSet(object.untranslated_skipped)
+        ? globalThis.Number(object.untranslated_skipped)
+        : 0,
+      records: isSet(object.records) ? globalThis.Number(object.records) : 0,
     };
   },
 
@@ -1868,6 +1901,12 @@ export const ConntrackStatus: MessageFns<ConntrackStatus> = {
     if (message.shortLivedReported !== 0) {
       obj.shortLivedReported = Math.round(message.shortLivedReported);
     }
+    if (message.untranslatedSkipped !== 0) {
+      obj.untranslatedSkipped = Math.round(message.untranslatedSkipped);
+    }
+    if (message.records !== 0) {
+      obj.records = Math.round(message.records);
+    }
     return obj;
   },
 
@@ -1888,6 +1927,8 @@ export const ConntrackStatus: MessageFns<ConntrackStatus> = {
     message.malformedRecords = object.malformedRecords ?? 0;
     message.directionsFromConntrack = object.directionsFromConntrack ?? 0;
     message.shortLivedReported = object.shortLivedReported ?? 0;
+    message.untranslatedSkipped = object.untranslatedSkipped ?? 0;
+    message.records = object.records ?? 0;
     return message;
   },
 };

@@ -16,7 +16,9 @@ const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export interface FlowNamespace {
   name: string;
   /** Sends `count` SYNs (each a new flow) starting at source port `firstPort`; resolves when sent. */
-  burst(count: number, firstPort?: number): Promise<void>;
+  burst(count: number, firstPort?: number, firstDport?: number): Promise<void>;
+  /** From now on, new flows to the burst's address are DNATed (to 10.250.0.3): every flow a NATed one. */
+  dnatAll(): void;
   /** Starts a ConntrackSource in the namespace with these options. */
   reader(options?: Record<string, unknown>): ConntrackReader;
   destroy(): void;
@@ -37,8 +39,16 @@ export function createFlowNamespace(): FlowNamespace {
   const ns = (...args: string[]) => execFileSync("ip", ["netns", "exec", name, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   const readers: ConntrackReader[] = [];
   let hooked = false;
+  let dnat = false;
   const destroy = () => {
     for (const r of readers) r.child.kill("SIGKILL");
+    if (dnat) {
+      try {
+        ns("iptables", "-t", "nat", "-D", "OUTPUT", "-j", "conntrack-DNAT");
+        ns("iptables", "-t", "nat", "-F", "conntrack-DNAT");
+        ns("iptables", "-t", "nat", "-X", "conntrack-DNAT");
+      } catch { /* namespace already gone */ }
+    }
     if (hooked) {
       try {
         ns("iptables", "-t", "nat", "-D", "POSTROUTING", "-j", "conntrack-FLOWS");
@@ -71,8 +81,15 @@ export function createFlowNamespace(): FlowNamespace {
   }
   return {
     name,
-    burst: (count, firstPort = 1024) => new Promise<void>((resolve, reject) => {
-      const child = spawn("ip", ["netns", "exec", name, "python3", SYN_BURST, "10.250.0.1", "10.250.0.2", String(count), String(firstPort)], { stdio: ["ignore", "pipe", "pipe"] });
+    dnatAll() {
+      ns("ip", "neigh", "add", "10.250.0.3", "lladdr", "02:00:00:00:00:03", "dev", "ctv0", "nud", "permanent");
+      ns("iptables", "-t", "nat", "-N", "conntrack-DNAT");
+      ns("iptables", "-t", "nat", "-A", "OUTPUT", "-j", "conntrack-DNAT");
+      ns("iptables", "-t", "nat", "-A", "conntrack-DNAT", "-d", "10.250.0.2", "-p", "tcp", "-j", "DNAT", "--to-destination", "10.250.0.3");
+      dnat = true;
+    },
+    burst: (count, firstPort = 1024, firstDport = 1) => new Promise<void>((resolve, reject) => {
+      const child = spawn("ip", ["netns", "exec", name, "python3", SYN_BURST, "10.250.0.1", "10.250.0.2", String(count), String(firstPort), String(firstDport)], { stdio: ["ignore", "pipe", "pipe"] });
       let stderr = "";
       child.stderr.on("data", (d) => (stderr += d));
       child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`syn-burst exited ${code}: ${stderr}`))));

@@ -1,7 +1,7 @@
 """Creates real conntrack flows fast: TCP SYNs from a raw socket (the kernel adds the IP header),
 one per (source port, destination port) pair, to an address where nobody answers, so that each stays a SYN_SENT flow until its timeout.
 
-syn-burst.py SRC DST COUNT [FIRST_SPORT]   prints "sent N" when done.
+syn-burst.py SRC DST COUNT [FIRST_SPORT [FIRST_DPORT]]   prints "sent N" when done.
 """
 import socket
 import struct
@@ -20,6 +20,7 @@ def checksum(data):
 def main():
     src, dst, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     first = int(sys.argv[4]) if len(sys.argv) > 4 else 1024
+    first_dport = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     pseudo_head = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, socket.IPPROTO_TCP, 20)
@@ -27,7 +28,7 @@ def main():
     ports = 65535 - first
     for i in range(count):
         sport = first + i % ports
-        dport = 1 + i // ports
+        dport = first_dport + i // ports
         header = struct.pack("!HHIIBBHHH", sport, dport, i, 0, 5 << 4, 0x02, 65535, 0, 0)
         csum = checksum(pseudo_head + header)
         header = header[:16] + struct.pack("!H", csum) + header[18:]
