@@ -210,12 +210,18 @@ void CtSocket::OpenEvents(int rcvbuf) {
     int err = errno;
     throw CtError{err, std::string("bind(NETLINK_NETFILTER): ") + std::strerror(err)};
   }
-  for (int group : {NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY}) {
+  for (int group : {NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY}) {
     if (setsockopt(fd_, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof(group)) != 0) {
       int err = errno;
       throw CtError{err, std::string("join the ctnetlink event groups: ") + std::strerror(err)};
     }
   }
+}
+
+int CtSocket::SetUpdates(bool on) {
+  int group = NFNLGRP_CONNTRACK_UPDATE;
+  int option = on ? NETLINK_ADD_MEMBERSHIP : NETLINK_DROP_MEMBERSHIP;
+  return setsockopt(fd_, SOL_NETLINK, option, &group, sizeof(group)) == 0 ? 0 : errno;
 }
 
 void CtSocket::OpenDump() {

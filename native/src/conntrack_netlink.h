@@ -69,9 +69,12 @@ class CtSocket {
   CtSocket(const CtSocket&) = delete;
   CtSocket& operator=(const CtSocket&) = delete;
 
-  // Event socket: joined to the NEW, UPDATE and DESTROY groups, non-blocking, receive buffer
-  // forced to rcvbuf bytes (the bound on what the kernel queues for us; past it, ENOBUFS).
+  // Event socket: joined to the NEW and DESTROY groups, non-blocking, receive buffer forced to
+  // rcvbuf bytes (the bound on what the kernel queues for us; past it, ENOBUFS).
   void OpenEvents(int rcvbuf);
+  // Joins or leaves the UPDATE group (every TCP state change: several messages per connection,
+  // wanted only where a connection's end must be known before DESTROY). Returns 0 or errno.
+  int SetUpdates(bool on);
   // Dump socket: blocking, with a receive timeout so a stop is noticed.
   void OpenDump();
   // Sends IPCTNL_MSG_CT_GET with NLM_F_DUMP for every family.

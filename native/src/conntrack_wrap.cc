@@ -36,6 +36,7 @@ Napi::Function Conntrack::Init(Napi::Env env) {
                          InstanceMethod<&Conntrack::Counters>("counters"),
                          InstanceMethod<&Conntrack::Stop>("stop"),
                          InstanceMethod<&Conntrack::RequestDump>("requestDump"),
+                         InstanceMethod<&Conntrack::SetUpdates>("setUpdates"),
                      });
 }
 
@@ -221,6 +222,13 @@ Napi::Value Conntrack::Counters(const Napi::CallbackInfo& info) {
 Napi::Value Conntrack::Stop(const Napi::CallbackInfo& info) {
   // A stopped source's last records are of no use to anyone.
   if (pipe_) pipe_->Stop(false);
+  return info.Env().Undefined();
+}
+
+Napi::Value Conntrack::SetUpdates(const Napi::CallbackInfo& info) {
+  bool on = info.Length() > 0 && info[0].ToBoolean().Value();
+  int err = events_.SetUpdates(on);
+  if (err) throw WithCode(Napi::Error::New(info.Env(), std::string("conntrack UPDATE group: ") + std::strerror(err)), kErrConntrack, err);
   return info.Env().Undefined();
 }
 

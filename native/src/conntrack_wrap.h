@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // JS class `Conntrack`: a BatchSource on the shared BatchPipe (thread -> bounded queue -> JS
-// batches) that reads ctnetlink: a dump at start and after every ENOBUFS, then NEW, ending
-// UPDATE and DESTROY events, as CtRecords. When JS stalls, the pipe's queue fills, the producer
+// batches) that reads ctnetlink: a dump at start and after every ENOBUFS, then NEW and DESTROY
+// events (and, when asked, UPDATEs that end a connection), as CtRecords. When JS stalls, the pipe's queue fills, the producer
 // stops reading, the kernel's socket buffer fills and the kernel drops events: counted (ENOBUFS)
 // and healed by a fresh dump.
 #pragma once
@@ -29,6 +29,7 @@ class Conntrack : public Napi::ObjectWrap<Conntrack>, private BatchSource {
   Napi::Value Counters(const Napi::CallbackInfo& info);
   Napi::Value Stop(const Napi::CallbackInfo& info);
   Napi::Value RequestDump(const Napi::CallbackInfo& info);
+  Napi::Value SetUpdates(const Napi::CallbackInfo& info);
 
   // BatchSource (producer thread)
   void Produce(BatchProducer& out) override;

@@ -22,6 +22,8 @@ export interface NativeConntrackCounters {
 export interface NativeConntrack {
   counters(): NativeConntrackCounters;
   requestDump(): void;
+  /** Subscribe to UPDATE events too (the ones that end a connection are kept), or stop. */
+  setUpdates(on: boolean): void;
   stop(): void;
 }
 
@@ -85,10 +87,20 @@ export class ConntrackSource {
     return this.#enabled;
   }
 
-  /** Keep untranslated flows too (see FlowTable.keepAll); turning it on reads the table again. */
+  /**
+   * What the /proc fallback needs: untranslated flows kept too (FlowTable.keepAll; turning it on
+   * reads the table again) and connection ends as they happen (UPDATE events: DESTROY comes only
+   * after TIME_WAIT, two minutes by default). With eBPF live neither is needed: NEW and DESTROY
+   * of NATed flows are all Scope's NAT mapping uses, and UPDATEs are several per connection.
+   */
   setKeepAll(keepAll: boolean): void {
     if (keepAll === this.flows.keepAll) return;
     this.flows.keepAll = keepAll;
+    try {
+      this.#native?.setUpdates(keepAll);
+    } catch (error) {
+      this.#log.warn("conntrack UPDATE events could not be switched", { error: describeError(error), on: keepAll });
+    }
     if (keepAll) this.#native?.requestDump();
   }
 

@@ -10,7 +10,7 @@
  * does not fit is counted, never held.
  */
 import { CT_RECORD_SIZE, CT_TCP_CLOSE, CT_TCP_TIME_WAIT, CtKind, decodeFlow, type Flow, recordCount, recordId, recordIsNat, recordKind, recordTcpState } from "./record.ts";
-import { flowViews, type Translation, viewKey } from "./nat.ts";
+import { answeringTranslation, connectingTranslation, type Translation, viewKey } from "./nat.ts";
 
 export interface FlowTableOptions {
   maxFlows: number;
@@ -78,27 +78,18 @@ class IdMap<T> {
   }
 }
 
-interface ActiveFlow {
-  flow: Flow;
-  /** Dump generation the flow was last confirmed in. */
-  seen: number;
-}
-
-interface NatEntry {
-  flow: Flow;
-  /** When the flow ended (ms), or undefined while active. */
-  endedMs: number | undefined;
-}
 
 export class FlowTable {
   readonly #options: FlowTableOptions;
   readonly #now: () => number;
-  readonly #active = new IdMap<ActiveFlow>();
-  readonly #nat = new IdMap<NatEntry>();
-  readonly #byView = new Map<string, Translation>();
+  readonly #active = new IdMap<Flow>();
+  readonly #nat = new IdMap<Flow>();
+  /** NATed flows by the connecting socket's view (orig tuple) and the answering one's (reply tuple). */
+  readonly #byOrig = new Map<string, Flow>();
+  readonly #byReply = new Map<string, Flow>();
   #ended: Flow[] = [];
   /** Ended NAT flows in the order they ended, for expiry from the front. */
-  #natEnded: Array<{ id: number; flow: Flow; endedMs: number }> = [];
+  #natEnded: Flow[] = [];
   #natEndedHead = 0;
   #generation = 0;
   #activeCount = 0;
@@ -143,7 +134,13 @@ export class FlowTable {
             this.counters.untranslatedSkipped++;
             break;
           }
-          const flow = decodeFlow(batch, view, at);
+          // A flow's tuples never change: one already known (a dump after lost events) is only confirmed.
+          const known = this.#active.get(recordId(view, at));
+          if (known !== undefined) {
+            known.seen = this.#generation;
+            break;
+          }
+          const flow = decodeFlow(batch, view, at, this.#generation);
           if (flow === undefined) this.counters.malformedRecords++;
           else this.#add(flow);
           break;
@@ -173,15 +170,19 @@ export class FlowTable {
 
   /** The translation conntrack shows for one socket's view, if its flow is NATed. */
   translation(localAddress: string, localPort: number, remoteAddress: string, remotePort: number): Translation | undefined {
-    if (this.#byView.size === 0) return undefined;
-    return this.#byView.get(viewKey(localAddress, localPort, remoteAddress, remotePort));
+    if (this.#byOrig.size === 0) return undefined;
+    const key = viewKey(localAddress, localPort, remoteAddress, remotePort);
+    const connecting = this.#byOrig.get(key);
+    if (connecting !== undefined) return connectingTranslation(connecting);
+    const answering = this.#byReply.get(key);
+    return answering === undefined ? undefined : answeringTranslation(answering);
   }
 
   /** NATed flows, active or in their grace period: what Scope's natMapper walks. */
   natFlows(): Flow[] {
     this.#expireNat();
     const out: Flow[] = [];
-    for (const e of this.#nat.values()) out.push(e.flow);
+    for (const f of this.#nat.values()) out.push(f);
     return out;
   }
 
@@ -190,7 +191,7 @@ export class FlowTable {
   }
 
   *activeFlows(): IterableIterator<Flow> {
-    for (const a of this.#active.values()) yield a.flow;
+    yield* this.#active.values();
   }
 
   /** Flows that ended since the previous call, each handed out once. */
@@ -205,7 +206,8 @@ export class FlowTable {
   clear(): void {
     this.#active.clear();
     this.#nat.clear();
-    this.#byView.clear();
+    this.#byOrig.clear();
+    this.#byReply.clear();
     this.#ended = [];
     this.#natEnded = [];
     this.#natEndedHead = 0;
@@ -215,41 +217,36 @@ export class FlowTable {
   }
 
   #add(flow: Flow): void {
-    const known = this.#active.get(flow.id);
-    if (known !== undefined) {
-      known.flow = flow;
-      known.seen = this.#generation;
-    } else if (this.#activeCount >= this.#options.maxFlows) {
+    if (this.#activeCount >= this.#options.maxFlows) {
       this.counters.flowsDropped++;
       return;
-    } else {
-      this.#active.set(flow.id, { flow, seen: this.#generation });
-      this.#activeCount++;
     }
-    if (flow.nat && !this.#nat.has(flow.id) && this.#nat.size >= this.#options.maxFlows) {
+    this.#active.set(flow.id, flow);
+    this.#activeCount++;
+    if (!flow.nat) return;
+    if (!this.#nat.has(flow.id) && this.#nat.size >= this.#options.maxFlows) {
       this.counters.flowsDropped++;
-    } else if (flow.nat) {
-      this.#nat.set(flow.id, { flow, endedMs: undefined });
-      for (const v of flowViews(flow)) this.#byView.set(v.key, v.translation);
+    } else {
+      this.#nat.set(flow.id, flow);
+      this.#byOrig.set(viewKey(flow.origSrc, flow.origSport, flow.origDst, flow.origDport), flow);
+      this.#byReply.set(viewKey(flow.replySrc, flow.replySport, flow.replyDst, flow.replyDport), flow);
       const holds = this.#options.holdsLocalPort;
       if (holds !== undefined && (holds(flow.origSport) || holds(flow.replySport))) this.lateVersion++;
     }
   }
 
   #end(id: number): void {
-    const active = this.#active.get(id);
-    if (active === undefined) return;
-    const flow = active.flow;
+    const flow = this.#active.get(id);
+    if (flow === undefined) return;
     this.#active.delete(id);
     this.#activeCount--;
     if (this.collectEnded) {
       if (this.#ended.length < this.#options.maxEnded) this.#ended.push(flow);
       else this.counters.endedDropped++;
     }
-    const nat = this.#nat.get(id);
-    if (nat !== undefined) {
-      nat.endedMs = this.#now();
-      this.#natEnded.push({ id, flow: nat.flow, endedMs: nat.endedMs });
+    if (this.#nat.get(id) === flow) {
+      flow.endedMs = this.#now();
+      this.#natEnded.push(flow);
     }
   }
 
@@ -261,7 +258,7 @@ export class FlowTable {
     this.#dumping = false;
     const generation = this.#generation;
     const gone: number[] = [];
-    for (const a of this.#active.values()) if (a.seen < generation) gone.push(a.flow.id);
+    for (const f of this.#active.values()) if (f.seen < generation) gone.push(f.id);
     for (const id of gone) this.#end(id);
   }
 
@@ -269,11 +266,14 @@ export class FlowTable {
     if (this.#natEndedHead === this.#natEnded.length) return;
     const oldest = this.#now() - this.#options.natGraceMs;
     while (this.#natEndedHead < this.#natEnded.length && this.#natEnded[this.#natEndedHead].endedMs <= oldest) {
-      const e = this.#natEnded[this.#natEndedHead++];
+      const f = this.#natEnded[this.#natEndedHead++];
       // A flow whose id came back (re-added) is not this one any more.
-      if (this.#nat.get(e.id)?.flow !== e.flow) continue;
-      this.#nat.delete(e.id);
-      for (const v of flowViews(e.flow)) this.#byView.delete(v.key);
+      if (this.#nat.get(f.id) !== f) continue;
+      this.#nat.delete(f.id);
+      const origKey = viewKey(f.origSrc, f.origSport, f.origDst, f.origDport);
+      if (this.#byOrig.get(origKey) === f) this.#byOrig.delete(origKey);
+      const replyKey = viewKey(f.replySrc, f.replySport, f.replyDst, f.replyDport);
+      if (this.#byReply.get(replyKey) === f) this.#byReply.delete(replyKey);
     }
     if (this.#natEndedHead > 1024 && this.#natEndedHead * 2 > this.#natEnded.length) {
       this.#natEnded = this.#natEnded.slice(this.#natEndedHead);

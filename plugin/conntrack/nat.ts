@@ -40,30 +40,25 @@ export function viewKey(localAddress: string, localPort: number, remoteAddress: 
   return `${localAddress}|${localPort}|${remoteAddress}|${remotePort}`;
 }
 
-/**
- * The two sockets' views of a NATed flow: the connecting side sends orig.src -> orig.dst, the
- * answering side sees reply.src <- reply.dst.
- */
-export function flowViews(f: Flow): Array<{ key: string; translation: Translation }> {
-  const connecting: Translation = {
-    localAddress: "", localPort: 0, remoteAddress: "", remotePort: 0,
+/** The connecting socket's view (orig.src -> orig.dst): what the reply tuple says was rewritten. */
+export function connectingTranslation(f: Flow): Translation {
+  const localRewritten = f.replyDst !== f.origSrc || f.replyDport !== f.origSport;
+  const remoteRewritten = f.replySrc !== f.origDst || f.replySport !== f.origDport;
+  return {
+    localAddress: localRewritten ? f.replyDst : "",
+    localPort: localRewritten ? f.replyDport : 0,
+    remoteAddress: remoteRewritten ? f.replySrc : "",
+    remotePort: remoteRewritten ? f.replySport : 0,
   };
-  if (f.replyDst !== f.origSrc || f.replyDport !== f.origSport) {
-    connecting.localAddress = f.replyDst;
-    connecting.localPort = f.replyDport;
-  }
-  if (f.replySrc !== f.origDst || f.replySport !== f.origDport) {
-    connecting.remoteAddress = f.replySrc;
-    connecting.remotePort = f.replySport;
-  }
-  const answering: Translation = {
-    localAddress: connecting.remoteAddress === "" ? "" : f.origDst,
-    localPort: connecting.remoteAddress === "" ? 0 : f.origDport,
-    remoteAddress: connecting.localAddress === "" ? "" : f.origSrc,
-    remotePort: connecting.localAddress === "" ? 0 : f.origSport,
+}
+
+/** The answering socket's view (reply.src <- reply.dst): the same rewrites, seen from the other end. */
+export function answeringTranslation(f: Flow): Translation {
+  const c = connectingTranslation(f);
+  return {
+    localAddress: c.remoteAddress === "" ? "" : f.origDst,
+    localPort: c.remoteAddress === "" ? 0 : f.origDport,
+    remoteAddress: c.localAddress === "" ? "" : f.origSrc,
+    remotePort: c.localAddress === "" ? 0 : f.origSport,
   };
-  return [
-    { key: viewKey(f.origSrc, f.origSport, f.origDst, f.origDport), translation: connecting },
-    { key: viewKey(f.replySrc, f.replySport, f.replyDst, f.replyDport), translation: answering },
-  ];
 }

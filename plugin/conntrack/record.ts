@@ -39,6 +39,9 @@ export interface Flow {
   /** Source or destination rewritten (IPS_SRC_NAT / IPS_DST_NAT, or tuples that differ). */
   nat: boolean;
   tcpState: number;
+  /** The flow table's bookkeeping: dump generation last confirmed in; when it ended (0: active). */
+  seen: number;
+  endedMs: number;
 }
 
 export function recordKind(batch: Uint8Array, at: number): number {
@@ -66,7 +69,7 @@ function address(batch: Uint8Array, family: number, offset: number): string {
 }
 
 /** The flow of a dumped/new/ended/destroyed record, or undefined when its family byte is not 4 or 6. */
-export function decodeFlow(batch: Uint8Array, view: DataView, at: number): Flow | undefined {
+export function decodeFlow(batch: Uint8Array, view: DataView, at: number, generation = 0): Flow | undefined {
   const family = batch[at + 1];
   if (family !== 4 && family !== 6) return undefined;
   const nat = (batch[at + 3] & 1) !== 0;
@@ -90,5 +93,7 @@ export function decodeFlow(batch: Uint8Array, view: DataView, at: number): Flow 
     replyDport: view.getUint16(at + 86, true),
     nat,
     tcpState: batch[at + 2],
+    seen: generation,
+    endedMs: 0,
   };
 }

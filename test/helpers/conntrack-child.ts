@@ -29,6 +29,10 @@ source.onChange(() => {
   console.log(JSON.stringify({ dumped: { ms: performance.now() - startedAt, ...snapshot() } }));
 });
 source.start();
+if (options.keepAll === true) {
+  source.flows.keepAll = false;
+  source.setKeepAll(true);
+}
 if (!source.enabled) console.log(JSON.stringify({ off: source.status() }));
 // The native reader does not hold the loop open: stdin does.
 createInterface({ input: process.stdin }).on("line", (line) => {
