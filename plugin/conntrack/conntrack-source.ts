@@ -123,6 +123,8 @@ export class ConntrackSource {
         drainIntervalMs: this.#options.drainIntervalMs,
         maxQueuedBatches: this.#options.maxQueuedBatches,
       });
+      // A reader started again (after a failure) for the /proc fallback needs the UPDATEs again.
+      if (this.flows.keepAll) this.#native.setUpdates(true);
       this.#enabled = true;
       this.#reason = "conntrack events and dumps of this network namespace (ctnetlink)";
       this.#log.info("conntrack NAT mapping on", { reason: this.#reason });

@@ -10,6 +10,7 @@
  * does not fit is counted, never held.
  */
 import { CT_RECORD_SIZE, CT_TCP_CLOSE, CT_TCP_TIME_WAIT, CtKind, decodeFlow, type Flow, recordCount, recordId, recordIsNat, recordKind, recordTcpState } from "./record.ts";
+import { IdMap } from "./id-map.ts";
 import { answeringTranslation, connectingTranslation, type Translation, viewKey } from "./nat.ts";
 
 export interface FlowTableOptions {
@@ -42,43 +43,6 @@ export interface FlowTableCounters {
   records: number;
 }
 
-/**
- * A Map by conntrack id. Ids are u32 hashes, mostly past V8's small-integer range, and a Map with
- * heap-number keys was 2-5x slower to fill: four maps by the top two bits, each keyed by the rest.
- */
-class IdMap<T> {
-  readonly #maps = [new Map<number, T>(), new Map<number, T>(), new Map<number, T>(), new Map<number, T>()];
-
-  get size(): number {
-    return this.#maps[0].size + this.#maps[1].size + this.#maps[2].size + this.#maps[3].size;
-  }
-
-  get(id: number): T | undefined {
-    return this.#maps[id >>> 30].get(id & 0x3fffffff);
-  }
-
-  has(id: number): boolean {
-    return this.#maps[id >>> 30].has(id & 0x3fffffff);
-  }
-
-  set(id: number, value: T): void {
-    this.#maps[id >>> 30].set(id & 0x3fffffff, value);
-  }
-
-  delete(id: number): boolean {
-    return this.#maps[id >>> 30].delete(id & 0x3fffffff);
-  }
-
-  clear(): void {
-    for (const m of this.#maps) m.clear();
-  }
-
-  *values(): IterableIterator<T> {
-    for (const m of this.#maps) yield* m.values();
-  }
-}
-
-
 export class FlowTable {
   readonly #options: FlowTableOptions;
   readonly #now: () => number;
@@ -87,6 +51,8 @@ export class FlowTable {
   /** NATed flows by the connecting socket's view (orig tuple) and the answering one's (reply tuple). */
   readonly #byOrig = new Map<string, Flow>();
   readonly #byReply = new Map<string, Flow>();
+  /** NATed flows not yet in #byOrig/#byReply: indexed on the first lookup after they came. */
+  #unindexed: Flow[] = [];
   #ended: Flow[] = [];
   /** Ended NAT flows in the order they ended, for expiry from the front. */
   #natEnded: Flow[] = [];
@@ -170,6 +136,7 @@ export class FlowTable {
 
   /** The translation conntrack shows for one socket's view, if its flow is NATed. */
   translation(localAddress: string, localPort: number, remoteAddress: string, remotePort: number): Translation | undefined {
+    if (this.#unindexed.length > 0) this.#index();
     if (this.#byOrig.size === 0) return undefined;
     const key = viewKey(localAddress, localPort, remoteAddress, remotePort);
     const connecting = this.#byOrig.get(key);
@@ -208,6 +175,7 @@ export class FlowTable {
     this.#nat.clear();
     this.#byOrig.clear();
     this.#byReply.clear();
+    this.#unindexed = [];
     this.#ended = [];
     this.#natEnded = [];
     this.#natEndedHead = 0;
@@ -228,8 +196,10 @@ export class FlowTable {
       this.counters.flowsDropped++;
     } else {
       this.#nat.set(flow.id, flow);
-      this.#byOrig.set(viewKey(flow.origSrc, flow.origSport, flow.origDst, flow.origDport), flow);
-      this.#byReply.set(viewKey(flow.replySrc, flow.replySport, flow.replyDst, flow.replyDport), flow);
+      this.#unindexed.push(flow);
+      // Nobody may ever ask (a host with a Scope probe only): left for translation() to index,
+      // but never more pending than twice the NAT flows there are.
+      if (this.#unindexed.length > 2 * this.#nat.size + 1024) this.#unindexed = this.#unindexed.filter((f) => this.#nat.get(f.id) === f);
       const holds = this.#options.holdsLocalPort;
       if (holds !== undefined && (holds(flow.origSport) || holds(flow.replySport))) this.lateVersion++;
     }
@@ -248,6 +218,16 @@ export class FlowTable {
       flow.endedMs = this.#now();
       this.#natEnded.push(flow);
     }
+  }
+
+  /** Indexes the NATed flows added since the last lookup by both sockets' views. */
+  #index(): void {
+    for (const f of this.#unindexed) {
+      if (this.#nat.get(f.id) !== f) continue;
+      this.#byOrig.set(viewKey(f.origSrc, f.origSport, f.origDst, f.origDport), f);
+      this.#byReply.set(viewKey(f.replySrc, f.replySport, f.replyDst, f.replyDport), f);
+    }
+    this.#unindexed = [];
   }
 
   /** After a dump: what the dump did not carry is gone (its end was among the dropped events). */

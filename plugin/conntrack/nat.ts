@@ -36,8 +36,15 @@ export interface Translation {
 }
 
 /** Key of a socket's view of a flow (no namespace: conntrack here sees flows routed through this namespace). */
+const keyParts: Array<string | number> = ["", 0, "", 0];
+
 export function viewKey(localAddress: string, localPort: number, remoteAddress: string, remotePort: number): string {
-  return `${localAddress}|${localPort}|${remoteAddress}|${remotePort}`;
+  keyParts[0] = localAddress;
+  keyParts[1] = localPort;
+  keyParts[2] = remoteAddress;
+  keyParts[3] = remotePort;
+  // join() builds one flat string; a template literal leaves a rope that hashing flattens again.
+  return keyParts.join("|");
 }
 
 /** The connecting socket's view (orig.src -> orig.dst): what the reply tuple says was rewritten. */

@@ -4,6 +4,7 @@
  * the markers carry a count instead of a flow.
  */
 import { formatIPv4, formatIPv6 } from "../model/address.ts";
+import { IdMap } from "./id-map.ts";
 
 export const CT_RECORD_SIZE = 88;
 
@@ -64,8 +65,27 @@ export function recordId(view: DataView, at: number): number {
   return view.getUint32(at + 8, true);
 }
 
-function address(batch: Uint8Array, family: number, offset: number): string {
-  return family === 4 ? formatIPv4(batch, offset) : formatIPv6(batch, offset);
+/**
+ * IPv4 texts by address: a dump's flows share a few addresses, and four fresh strings per flow
+ * made most of a 100k dump's garbage. Bounded: started over when full.
+ */
+const ipv4Texts = new IdMap<string>();
+let ipv4TextCount = 0;
+
+function address(batch: Uint8Array, view: DataView, family: number, offset: number): string {
+  if (family !== 4) return formatIPv6(batch, offset);
+  const raw = view.getUint32(offset, true);
+  let text = ipv4Texts.get(raw);
+  if (text === undefined) {
+    if (ipv4TextCount >= 65_536) {
+      ipv4Texts.clear();
+      ipv4TextCount = 0;
+    }
+    text = formatIPv4(batch, offset);
+    ipv4Texts.set(raw, text);
+    ipv4TextCount++;
+  }
+  return text;
 }
 
 /** The flow of a dumped/new/ended/destroyed record, or undefined when its family byte is not 4 or 6. */
@@ -73,13 +93,13 @@ export function decodeFlow(batch: Uint8Array, view: DataView, at: number, genera
   const family = batch[at + 1];
   if (family !== 4 && family !== 6) return undefined;
   const nat = (batch[at + 3] & 1) !== 0;
-  const origSrc = address(batch, family, at + 16);
-  const origDst = address(batch, family, at + 32);
+  const origSrc = address(batch, view, family, at + 16);
+  const origDst = address(batch, view, family, at + 32);
   const origSport = view.getUint16(at + 80, true);
   const origDport = view.getUint16(at + 82, true);
   // An untranslated flow's reply tuple is its original one reversed: share the strings.
-  const replySrc = nat ? address(batch, family, at + 48) : origDst;
-  const replyDst = nat ? address(batch, family, at + 64) : origSrc;
+  const replySrc = nat ? address(batch, view, family, at + 48) : origDst;
+  const replyDst = nat ? address(batch, view, family, at + 64) : origSrc;
   return {
     id: view.getUint32(at + 8, true),
     family,

@@ -15,6 +15,7 @@ const source = new ConntrackSource({ procRoot: "/proc", retryMs: 60_000, ...opti
 // Before the first dump: keep untranslated flows too, as on the /proc fallback.
 if (options.keepAll === true) source.flows.keepAll = true;
 const startedAt = performance.now();
+const cpuAtStart = process.cpuUsage();
 const rssBefore = process.memoryUsage().rss;
 let reported = false;
 
@@ -26,7 +27,8 @@ function snapshot() {
 source.onChange(() => {
   if (reported || source.flows.counters.dumps === 0) return;
   reported = true;
-  console.log(JSON.stringify({ dumped: { ms: performance.now() - startedAt, ...snapshot() } }));
+  const cpu = process.cpuUsage(cpuAtStart);
+  console.log(JSON.stringify({ dumped: { ms: performance.now() - startedAt, cpuMs: (cpu.user + cpu.system) / 1000, ...snapshot() } }));
 });
 source.start();
 if (options.keepAll === true) {
