@@ -17,6 +17,9 @@ constexpr size_t kRecord = sizeof(CtRecord);
 constexpr size_t kMaxBatchBytes = (256 * 1024 / kRecord) * kRecord;
 constexpr size_t kMaxQueuedBatches = 64;
 constexpr size_t kRxBytes = 256 * 1024;
+// An event message is a few hundred bytes; 64 slots of 4 KiB fill kRxBytes.
+constexpr size_t kEventSlot = 4096;
+constexpr size_t kEventsPerCall = kRxBytes / kEventSlot;
 constexpr int kDefaultReceiveBuffer = 8 << 20;
 // A storm that keeps overflowing the socket would otherwise mean back-to-back dumps.
 constexpr auto kMinDumpSpacing = std::chrono::seconds(1);
@@ -184,8 +187,17 @@ bool Conntrack::Dump(BatchProducer& out) {
 }
 
 bool Conntrack::DrainEvents(BatchProducer& out) {
+  // Each event is a datagram of its own: up to kEventsPerCall of them per syscall.
+  mmsghdr msgs[kEventsPerCall];
+  iovec iov[kEventsPerCall];
+  for (size_t i = 0; i < kEventsPerCall; i++) {
+    iov[i] = {rx_.data() + i * kEventSlot, kEventSlot};
+    msgs[i] = {};
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
   for (;;) {
-    ssize_t got = recv(events_.fd(), rx_.data(), rx_.size(), MSG_DONTWAIT);
+    int got = recvmmsg(events_.fd(), msgs, kEventsPerCall, MSG_DONTWAIT, nullptr);
     if (got < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
       if (errno == EINTR) continue;
@@ -199,11 +211,17 @@ bool Conntrack::DrainEvents(BatchProducer& out) {
       return false;
     }
     parsed_.clear();
-    ParseResult r = ParseCtMessages(rx_.data(), static_cast<size_t>(got), false, &parsed_);
-    records_ += r.records;
-    malformed_ += r.malformed;
-    if (parsed_.empty()) continue;
-    if (out.Append(parsed_.data(), parsed_.size()) && !out.Publish()) return false;
+    for (int i = 0; i < got; i++) {
+      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        malformed_++;
+        continue;
+      }
+      ParseResult r = ParseCtMessages(rx_.data() + i * kEventSlot, msgs[i].msg_len, false, &parsed_);
+      records_ += r.records;
+      malformed_ += r.malformed;
+    }
+    if (!parsed_.empty() && out.Append(parsed_.data(), parsed_.size()) && !out.Publish()) return false;
+    if (got < static_cast<int>(kEventsPerCall)) return true;
   }
 }
 
