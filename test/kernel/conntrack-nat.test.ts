@@ -25,7 +25,7 @@ type Tap = { teardown(fn: () => unknown): void };
 async function setUp(t: Tap, args: string[] = []): Promise<{ net: NatNetwork; plugin: PluginProcess }> {
   const net = createNatNetwork();
   t.teardown(() => net.destroy());
-  const plugin = await startPlugin({ runtime: "node", wrapper: ["ip", "netns", "exec", net.router.name], args });
+  const plugin = await startPlugin({ runtime: "node", readyTimeoutMs: 180_000, wrapper: ["ip", "netns", "exec", net.router.name], args });
   t.teardown(() => plugin.cleanup());
   return { net, plugin };
 }
@@ -56,7 +56,7 @@ async function untilScope(plugin: PluginProcess, probe: string, what: string, ch
       }, () => undefined).finally(() => (pending = false));
     }
     return found !== undefined;
-  }, 15_000, 100);
+  }, 60_000, 100);
   return found!;
 }
 
@@ -90,7 +90,7 @@ for (const family of [4, 6] as const) {
     await waitFor("both ends with their translations", () => {
       void api.report("").then((r) => (rows = r.connections.filter((c) => c.localPort === port || c.remotePort === port)), () => undefined);
       return rows.length === 2 && rows.every((c) => c.natLocalAddress !== "" || c.natRemoteAddress !== "");
-    }, 10_000, 100);
+    }, 60_000, 100);
     t.match(rows.find((c) => c.localPort === port), {
       localAddress: clientAddress, remoteAddress: vip, remotePort: 80,
       natRemoteAddress: serverAddress, natRemotePort: 8080, natLocalAddress: "", natLocalPort: 0,
@@ -124,7 +124,7 @@ t.test("DNAT: short-lived connections to a Service address are joined to the ser
   await waitFor("every short-lived client connection, closed", () => {
     void api.report("short").then((r) => closed.push(...r.connections.filter((c) => c.closed && ports.includes(c.localPort) && c.remoteAddress === vip)), () => undefined);
     return closed.length >= 5;
-  }, 10_000, 200);
+  }, 60_000, 200);
   await new Promise((resolve) => setTimeout(resolve, 500));
   closed.push(...(await api.report("short")).connections.filter((c) => c.closed && ports.includes(c.localPort) && c.remoteAddress === vip));
   t.same(closed.map((c) => c.localPort).sort(), [...ports].sort(), "each once");
@@ -146,7 +146,7 @@ t.test("SNAT (masquerade): the server's view of a masqueraded client is joined t
   await waitFor("the client's row with its masquerade", () => {
     void api.report("").then((r) => (rows = r.connections.filter((c) => (c.localPort === port && c.localAddress === net.client.ipv4) || c.localAddress === net.server.ipv4)), () => undefined);
     return rows.length === 2 && rows.every((c) => c.natLocalAddress !== "" || c.natRemoteAddress !== "");
-  }, 10_000, 100);
+  }, 60_000, 100);
   const clientRow = rows.find((c) => c.localAddress === net.client.ipv4)!;
   const serverRow = rows.find((c) => c.localAddress === net.server.ipv4)!;
   t.match(clientRow, { natLocalAddress: net.router.toServer4, natRemoteAddress: "" }, "the client learns its masqueraded address");

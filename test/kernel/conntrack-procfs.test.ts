@@ -25,7 +25,7 @@ async function setUp(t: Tap, args: string[], wrapperTail: string[] = [], before?
   // A Service rule, as on any kube-proxy host: it is also what makes the kernel track connections here.
   net.dnat(4, 80, 8080);
   before?.(net);
-  const plugin = await startPlugin({ runtime: "node", wrapper: ["ip", "netns", "exec", net.router.name, ...wrapperTail], args });
+  const plugin = await startPlugin({ runtime: "node", readyTimeoutMs: 180_000, wrapper: ["ip", "netns", "exec", net.router.name, ...wrapperTail], args });
   t.teardown(() => plugin.cleanup());
   const api = grpc(plugin);
   t.teardown(() => api.close());
@@ -58,7 +58,7 @@ t.test("/proc source: connections opened and closed between two scans are report
   await waitFor("all five, closed", () => {
     void api.report("pf").then((r) => rows.push(...mine(r)), () => undefined);
     return rows.length >= 5;
-  }, 15_000, 250);
+  }, 60_000, 250);
   // A few more scans: nothing comes twice.
   await new Promise((resolve) => setTimeout(resolve, 2500));
   rows.push(...mine(await api.report("pf")));
@@ -93,7 +93,7 @@ t.test("/proc source: conntrack's original direction decides where no listening 
   await waitFor("the client's row", () => {
     void api.report("").then((r) => (row = r.connections.find((c) => c.localAddress === net.client.ipv4 && c.localPort === 80)), () => undefined);
     return row !== undefined;
-  }, 10_000, 200);
+  }, 60_000, 200);
   t.equal(row!.direction, Direction.DIRECTION_OUTGOING, "outgoing, as conntrack saw it open");
   t.ok(((await api.status()).conntrack?.directionsFromConntrack ?? 0) >= 1, "counted in the status");
 });
@@ -111,7 +111,7 @@ t.test("without CAP_NET_ADMIN: reports as before, the status says NAT mapping is
   await waitFor("both ends", () => {
     void api.report("").then((r) => (rows = r.connections.filter((c) => c.localPort === port || c.remotePort === port)), () => undefined);
     return rows.length === 2;
-  }, 10_000, 200);
+  }, 60_000, 200);
   t.match(rows.find((c) => c.localPort === port), { pid: peer.pid, direction: Direction.DIRECTION_OUTGOING, natLocalAddress: "", natRemoteAddress: "" });
   const body = JSON.parse((await httpGet(plugin.scopeSocket, "/report?api_version=1&probe_id=np")).body);
   t.match(body.Plugins[0].description, /NAT mapping off: no permission/, "the Scope plugin description says it");
