@@ -6,6 +6,9 @@
  * socket's view, for the translation a connection carries, and stay there for a grace period
  * after they end, because the connection's close reaches clients after the flow's end.
  *
+ * Flows are known by conntrack's id, as Scope's walker keys them (CtId): a 32-bit hash, so among
+ * 100k flows one pair may share an id and count as one.
+ *
  * Bounded: at most `maxFlows` active flows and `maxEnded` ended ones waiting to be taken; what
  * does not fit is counted, never held.
  */
