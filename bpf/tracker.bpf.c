@@ -5,16 +5,27 @@
  * Emits one struct tracker_event (bpf/tracker.h) per
  *   CONNECT  outgoing connection established  (sock/inet_sock_set_state SYN_SENT -> ESTABLISHED)
  *   ACCEPT   accept()/accept4() returned a TCP socket  (syscalls/sys_exit_accept{,4})
- *   CLOSE    an established connection reached TCP_CLOSE  (sock/inet_sock_set_state)
+ *   CLOSE    a connection left the open states (ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT)
+ *            for LAST_ACK, CLOSING or CLOSE  (sock/inet_sock_set_state)
  * into the "events" ring buffer, and counts what it could not report in "counters".
  *
  * Only tracepoints are used (no kprobes / fentry): they are stable ABI and are
  * what the target kernels allow. Built CO-RE against build/vmlinux.h.
+ *
+ * The state change comes twice: as a BTF raw tracepoint (tp_btf, 5.5+) and as the
+ * classic tracepoint. User space loads one of them (native/src/attach_plan.c):
+ * tp_btf where the kernel takes it, since a classic tracepoint program is skipped
+ * whenever any other kprobe/tracepoint program is running on that CPU (the global
+ * per-CPU bpf_prog_active guard, e.g. a softirq state change landing inside our
+ * accept-exit run), and kernels before 6.7 do not even count those skips. A tp_btf
+ * program only guards against itself, and reads its arguments without a trace
+ * buffer copy.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 
 #include "tracker.h"
 
@@ -180,18 +191,55 @@ static __always_inline bool tuple_from_tp(struct tracker_event *e,
 	return false;
 }
 
-static __always_inline void emit_connect(const struct trace_event_raw_inet_sock_set_state *ctx,
+/*
+ * Tuple and family straight from the socket, as the classic tracepoint's
+ * TP_fast_assign reads them (inet_sport, not skc_num: tcp_set_state releases the
+ * port before the TCP_CLOSE transition is traced).
+ */
+static __always_inline bool tuple_from_state_sk(struct tracker_event *e, const struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	e->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		e->family = TRACKER_FAMILY_IPV4;
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+		return true;
+	}
+	if (family == AF_INET6) {
+		BPF_CORE_READ_INTO((struct in6_addr *)e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)e->daddr, sk, __sk_common.skc_v6_daddr);
+		set_v6_family(e);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * One state change, from either attach type: `tp` is the classic tracepoint's
+ * record, or NULL under tp_btf (then everything is read from `sk`). Inlined into
+ * each program, so the NULL test is resolved at compile time.
+ */
+static __always_inline bool state_tuple(struct tracker_event *e, const struct sock *sk,
+					const struct trace_event_raw_inet_sock_set_state *tp)
+{
+	return tp ? tuple_from_tp(e, tp) : tuple_from_state_sk(e, sk);
+}
+
+static __always_inline void emit_connect(const struct sock *sk, const struct trace_event_raw_inet_sock_set_state *tp,
 					 __u64 key, const struct connecting_value *who)
 {
 	struct tracker_event *e = reserve_event(TRACKER_EVENT_CONNECT, key);
 
 	if (!e)
 		return;
-	if (!tuple_from_tp(e, ctx)) {
+	if (!state_tuple(e, sk, tp)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return;
 	}
-	e->netns = sk_netns((const struct sock *)ctx->skaddr);
+	e->netns = sk_netns(sk);
 	if (who) {
 		e->pid = who->pid;
 		__builtin_memcpy(e->comm, who->comm, TRACKER_COMM_LEN);
@@ -199,15 +247,20 @@ static __always_inline void emit_connect(const struct trace_event_raw_inet_sock_
 	submit_event(e);
 }
 
-SEC("tracepoint/sock/inet_sock_set_state")
-int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+/*
+ * Open, as Scope's procspy reads /proc: established or half-closed. The /proc source
+ * (plugin/procfs/tcp-table.ts) keeps the same set.
+ */
+static __always_inline bool is_open_state(int state)
 {
-	if (ctx->protocol != IPPROTO_TCP)
-		return 0;
+	return state == TCP_ESTABLISHED || state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 ||
+	       state == TCP_CLOSE_WAIT;
+}
 
-	int oldstate = ctx->oldstate;
-	int newstate = ctx->newstate;
-	__u64 key = (__u64)ctx->skaddr;
+static __always_inline int on_set_state(const struct sock *sk, int oldstate, int newstate,
+					const struct trace_event_raw_inet_sock_set_state *tp)
+{
+	__u64 key = (__u64)sk;
 	struct connecting_value *who;
 
 	/* connect() in the caller's context: remember who it is. */
@@ -228,7 +281,7 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			if (!who)
 				count(TRACKER_COUNTER_CONNECT_NO_PID);
 			/* Copy pid/comm out before the delete frees the LRU slot. */
-			emit_connect(ctx, key, who);
+			emit_connect(sk, tp, key, who);
 			if (who)
 				bpf_map_delete_elem(&connecting, &key);
 		} else if (newstate == TCP_CLOSE) {
@@ -247,7 +300,7 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		if (newstate == TCP_ESTABLISHED) {
 			who = bpf_map_lookup_elem(&connecting, &key);
 			if (who) {
-				emit_connect(ctx, key, who);
+				emit_connect(sk, tp, key, who);
 				bpf_map_delete_elem(&connecting, &key);
 			}
 		} else if (newstate == TCP_CLOSE) {
@@ -256,32 +309,130 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		return 0;
 	}
 
-	if (newstate != TCP_CLOSE)
+	/*
+	 * Closed when it leaves the open states: into LAST_ACK or CLOSING (both ends sent FIN,
+	 * the socket may linger unacknowledged) or CLOSE (a reset, or FIN_WAIT2 handing over to
+	 * its time-wait remnant; the full socket never enters TIME_WAIT). LAST_ACK/CLOSING ->
+	 * CLOSE was reported already. Decided here, not in user space: one record per
+	 * connection either way, and user space never sees the states.
+	 */
+	if (!is_open_state(oldstate) || is_open_state(newstate))
 		return 0;
-	switch (oldstate) {
-	case TCP_ESTABLISHED:
-	case TCP_FIN_WAIT1:
-	case TCP_FIN_WAIT2:
-	case TCP_CLOSE_WAIT:
-	case TCP_LAST_ACK:
-	case TCP_CLOSING:
-		break;
-	default:
-		return 0;
-	}
 
 	/* May run in softirq: pid/comm stay 0/"" */
 	struct tracker_event *e = reserve_event(TRACKER_EVENT_CLOSE, key);
 
 	if (!e)
 		return 0;
-	if (!tuple_from_tp(e, ctx)) {
+	if (!state_tuple(e, sk, tp)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
-	e->netns = sk_netns((const struct sock *)ctx->skaddr);
+	e->netns = sk_netns(sk);
 	submit_event(e);
 	return 0;
+}
+
+/*
+ * A tp_btf program still guards against itself: a run that starts while the same program is running
+ * on that CPU is skipped (and counted). That happens when a softirq lands inside a process-context
+ * run, and on kernels whose tracepoints run preemptible (6.18) when another task's state change
+ * preempts one. So the state change has two tp_btf programs, attached in this order: the first does
+ * the work and pushes the change onto a per-CPU stack; the second pops it, and does the work itself
+ * only when it is not there, i.e. when the first was skipped for this very change. The second's own
+ * runs are a few instructions, so it is almost never the one running when the next change lands.
+ */
+#define NEST_SLOTS 8
+
+struct nest_tag {
+	__u64 sk;
+	__u32 states; /* oldstate << 16 | newstate */
+	__u32 unused;
+};
+
+struct nest_stack {
+	__u32 depth;
+	__u32 unused;
+	struct nest_tag tag[NEST_SLOTS];
+};
+
+/*
+ * nesting: per-CPU stack of the state changes the first program has handled and the second has not
+ * yet seen. Written by handle_set_state_btf (push) and handle_set_state_btf_backstop (pop); one entry.
+ * Bound: NEST_SLOTS tags per CPU; past that the oldest is overwritten (a tag left by a run the second
+ * program missed is pushed out that way).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nest_stack);
+} nesting SEC(".maps");
+
+static __always_inline bool is_tcp(const struct sock *sk)
+{
+	/* sk_protocol: an 8-bit bitfield before 5.6, a plain u16 since; probe both. */
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+/* Preferred: BTF raw tracepoint (see the top of this file). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state_btf, const struct sock *sk, int oldstate, int newstate)
+{
+	__u32 zero = 0;
+	struct nest_stack *st;
+
+	if (!is_tcp(sk))
+		return 0;
+	st = bpf_map_lookup_elem(&nesting, &zero);
+	if (st) {
+		__u32 d = st->depth;
+		struct nest_tag *t = &st->tag[d & (NEST_SLOTS - 1)];
+
+		t->sk = (__u64)sk;
+		t->states = (__u32)oldstate << 16 | ((__u32)newstate & 0xffff);
+		st->depth = d + 1;
+	}
+	return on_set_state(sk, oldstate, newstate, NULL);
+}
+
+/* Attached after handle_set_state_btf: handles what that one was skipped for. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state_btf_backstop, const struct sock *sk, int oldstate, int newstate)
+{
+	__u32 zero = 0, states = (__u32)oldstate << 16 | ((__u32)newstate & 0xffff);
+	struct nest_stack *st;
+
+	if (!is_tcp(sk))
+		return 0;
+	st = bpf_map_lookup_elem(&nesting, &zero);
+	if (!st)
+		return on_set_state(sk, oldstate, newstate, NULL);
+	__u32 d = st->depth;
+
+#pragma unroll
+	for (int i = 1; i <= NEST_SLOTS; i++) {
+		if (d < (__u32)i)
+			break;
+		struct nest_tag *t = &st->tag[(d - i) & (NEST_SLOTS - 1)];
+
+		if (t->sk == (__u64)sk && t->states == states) {
+			/* Handled by the first program; drop it and any stale tag above it. */
+			st->depth = d - i;
+			return 0;
+		}
+	}
+	count(TRACKER_COUNTER_BACKSTOP);
+	return on_set_state(sk, oldstate, newstate, NULL);
+}
+
+/* Fallback where tp_btf is refused. */
+SEC("tracepoint/sock/inet_sock_set_state")
+int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	return on_set_state((const struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate, ctx);
 }
 
 /* Tuple, family and netns of an accepted socket, read from struct sock. */

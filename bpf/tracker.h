@@ -27,7 +27,8 @@ enum tracker_counter {
 	TRACKER_COUNTER_FAILED_CONNECT = 1,  /* SYN_SENT -> CLOSE: connect() that never established */
 	TRACKER_COUNTER_CONNECT_NO_PID = 2,  /* established connect whose connect() ran before we attached */
 	TRACKER_COUNTER_ACCEPT_NO_SOCK = 3,  /* accept() returned an fd we could not resolve to a socket */
-	TRACKER_COUNTER_MAX = 4,
+	TRACKER_COUNTER_BACKSTOP = 4,        /* state changes the first tp_btf program was skipped for, handled by the second */
+	TRACKER_COUNTER_MAX = 5,
 };
 
 /*

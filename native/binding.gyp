@@ -7,6 +7,7 @@
       "sources": [
         "src/addon.cc",
         "src/batch_pipe.cc",
+        "src/attach_plan.c",
         "src/bpf_session.cc",
         "src/conntrack_netlink.cc",
         "src/conntrack_wrap.cc",
@@ -24,6 +25,7 @@
       ],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],
+      "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
       "libraries": ["-lbpf", "-lelf", "-lz", "-lpthread"]
     }

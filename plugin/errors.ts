@@ -15,6 +15,8 @@ export const ErrorCodes = {
   ERR_BPF_LOAD: "BPF program rejected by the kernel",
   ERR_BPF_ATTACH: "BPF program could not attach",
   ERR_TRACKER_DEAD: "eBPF tracker died",
+  ERR_STOPPED: "stopping",
+  ERR_TRACKER_MISMATCH: "native addon and BPF object built from different headers",
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

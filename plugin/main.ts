@@ -7,13 +7,14 @@ import { parseConfig, usage } from "./config.ts";
 import { describeError, errorCode } from "./errors.ts";
 import { heapPolicy, processCommandLine } from "./heap-policy.ts";
 import { createLogger } from "./log.ts";
-import { startTrackerStack } from "./plugin.ts";
+import { startTrackerStack, type TrackerStack } from "./plugin.ts";
 import { grpcListens } from "./servers/grpc/listen-config.ts";
 import { startGrpcServer } from "./servers/grpc/server.ts";
 import { startMetricsServer } from "./servers/metrics.ts";
 import { startScopePlugin } from "./servers/scope/plugin-server.ts";
 
-const SHUTDOWN_DEADLINE_MS = 2000;
+/** Exit 0 comes well before this: gRPC's grace (DEFAULT_GRPC_LIMITS.shutdownGraceMs) is shorter. */
+const SHUTDOWN_DEADLINE_MS = 1900;
 
 async function main(): Promise<void> {
   if (process.argv.includes("--help") || process.argv.includes("-h")) {
@@ -37,35 +38,13 @@ async function main(): Promise<void> {
     log.warn("V8 collects a small heap in full every few Reports: start the plugin with scripts/start.sh, or give the runtime the V8 flags it does (plugin/v8-flags)");
   }
   const listens = grpcListens(config);
-  const stack = await startTrackerStack(config, log);
-  const closers: Array<() => Promise<void>> = [];
-  let backend = stack.backend as import("./model/backend.ts").ReportBackend;
-  try {
-    if (config.metricsListen !== "") {
-      const metrics = await startMetricsServer(config.metricsListen, backend, log.child({ component: "metrics" }));
-      backend = metrics.backend;
-      closers.push(() => metrics.close());
-      log.info("metrics listening", { address: metrics.address });
-    }
-    if (listens.length > 0) {
-      const grpc = await startGrpcServer({ backend, hostId: config.hostId, listen: listens, log: log.child({ component: "grpc" }) });
-      closers.push(() => grpc.close());
-      log.info("gRPC listening", { addresses: grpc.addresses });
-    }
-    if (config.scopePlugin) {
-      const scope = await startScopePlugin({ backend, hostId: config.hostId, root: config.pluginsRoot, id: config.pluginId, log: log.child({ component: "scope-plugin" }) });
-      closers.push(() => scope.close());
-      log.info("Scope plugin listening", { socket: scope.socketPath });
-    }
-  } catch (error) {
-    log.error("server failed to start", { error: describeError(error) });
-    await Promise.allSettled(closers.map((close) => close()));
-    await stack.stop();
-    process.exit(1);
-  }
-  const status = stack.supervisor.status();
-  log.info("ready", { source: status.source, reason: status.reason, hostId: config.hostId, glibcTunables: allocator.glibcTunables, v8OldSpaceFloorMiB: heap.oldSpaceFloorMiB });
 
+  // Signals are handled from here on, before anything is awaited: a SIGTERM during start-up (a /proc
+  // seed of 100k connections takes seconds) stops what has started and exits 0 like any other.
+  const stopSignal = new AbortController();
+  const closers: Array<() => Promise<void>> = [];
+  let stack: TrackerStack | undefined;
+  let startup: Promise<void> = Promise.resolve();
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
@@ -75,13 +54,55 @@ async function main(): Promise<void> {
       log.error("shutdown deadline passed, exiting anyway", { deadlineMs: SHUTDOWN_DEADLINE_MS });
       process.exit(1);
     }, SHUTDOWN_DEADLINE_MS).unref();
+    stopSignal.abort();
+    await startup.catch(() => undefined);
     await Promise.allSettled(closers.map((close) => close()));
-    await stack.stop();
+    await stack?.stop();
     log.info("stopped");
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+
+  startup = (async () => {
+    log.info("starting", { source: config.source });
+    stack = await startTrackerStack(config, log, stopSignal.signal);
+    let backend = stack.backend as import("./model/backend.ts").ReportBackend;
+    try {
+      if (config.metricsListen !== "" && !stopping) {
+        const metrics = await startMetricsServer(config.metricsListen, backend, log.child({ component: "metrics" }));
+        backend = metrics.backend;
+        closers.push(() => metrics.close());
+        log.info("metrics listening", { address: metrics.address });
+      }
+      if (listens.length > 0 && !stopping) {
+        const grpc = await startGrpcServer({ backend, hostId: config.hostId, listen: listens, log: log.child({ component: "grpc" }) });
+        closers.push(() => grpc.close());
+        log.info("gRPC listening", { addresses: grpc.addresses });
+      }
+      if (config.scopePlugin && !stopping) {
+        const scope = await startScopePlugin({ backend, hostId: config.hostId, root: config.pluginsRoot, id: config.pluginId, log: log.child({ component: "scope-plugin" }) });
+        closers.push(() => scope.close());
+        log.info("Scope plugin listening", { socket: scope.socketPath });
+      }
+    } catch (error) {
+      if (stopping) return;
+      log.error("server failed to start", { error: describeError(error) });
+      await Promise.allSettled(closers.map((close) => close()));
+      await stack.stop();
+      process.exit(1);
+    }
+    if (stopping) return;
+    const status = stack.supervisor.status();
+    log.info("ready", { source: status.source, reason: status.reason, attachments: status.attachments, hostId: config.hostId, glibcTunables: allocator.glibcTunables, v8OldSpaceFloorMiB: heap.oldSpaceFloorMiB, fdWalk: status.fdWalk });
+  })();
+  try {
+    await startup;
+  } catch (error) {
+    // Stopped during start-up: the shutdown in progress exits 0.
+    if (stopping) return;
+    throw error;
+  }
 }
 
 main().catch((error) => {

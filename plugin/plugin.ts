@@ -3,11 +3,13 @@
  * Servers are attached by plugin/main.ts; tests build the same stack without them.
  */
 import type { Config } from "./config.ts";
+import { PluginError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { ReportBackend } from "./model/backend.ts";
 import { heuristicDirection, scanProc } from "./procfs/index.ts";
+import { fdWalkChoice } from "./procfs/fd-walk.ts";
 import { readKernelFacts } from "./supervisor/kernel-support.ts";
-import { Supervisor, defaultPolicy } from "./supervisor/supervisor.ts";
+import { Supervisor, defaultPolicy, type ScanOutcome } from "./supervisor/supervisor.ts";
 import { ConnectionTable } from "./table/connection-table.ts";
 import { createReportBackend } from "./table/report-backend.ts";
 import { setActiveFlows } from "./conntrack/active.ts";
@@ -26,7 +28,11 @@ export type StackConfig = Pick<Config,
   | "source" | "procRoot" | "btfPath" | "maxConnections" | "maxClosedPerClient" | "clientExpiryMs" | "ringBufferBytes"
   | "drainIntervalMs" | "holdBackMs" | "reconcileIntervalMs" | "procPollIntervalMs" | "deathWindowMs" | "ebpfRetryMs" | "debugBpfStopFile"
   | "conntrack"
-> & { kernelOverride?: { release: string; version: string } };
+> & {
+  kernelOverride?: { release: string; version: string };
+  /** --source ebpf: first restart back-off after deaths (defaultPolicy.requiredRetryFirstMs). */
+  requiredRetryMs?: number;
+};
 
 export const defaultStackConfig: StackConfig = {
   source: "auto",
@@ -46,7 +52,8 @@ export const defaultStackConfig: StackConfig = {
   conntrack: true,
 };
 
-export async function startTrackerStack(config: StackConfig, log: Logger): Promise<TrackerStack> {
+/** `signal` stops a start in progress: the seed scan is abandoned and the start rejects (ERR_STOPPED). */
+export async function startTrackerStack(config: StackConfig, log: Logger, signal?: AbortSignal): Promise<TrackerStack> {
   const table = new ConnectionTable({ maxConnections: config.maxConnections });
   let supervisor: Supervisor | undefined;
   // Conntrack first, so that the seeding scan already finds the flows' directions.
@@ -69,6 +76,8 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
     clientExpiryMs: config.clientExpiryMs,
   });
   const kernel = { ...readKernelFacts(config.procRoot, config.btfPath), ...config.kernelOverride };
+  const walk = fdWalkChoice();
+  if (walk.walker.kind !== "native") log.warn("/proc scans walk fds in JS", { reason: walk.reason });
   supervisor = new Supervisor(table, {
     source: config.source,
     kernel,
@@ -78,15 +87,24 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
       holdBackMs: config.holdBackMs,
       debugKillFile: config.debugBpfStopFile || undefined,
     },
-    scan: procfsConntrack.wrap(async () => (await scanProc({ procRoot: config.procRoot })).connections),
+    scan: procfsConntrack.wrap((signal) => scanProcForSupervisor(config.procRoot, signal)),
+    fdWalk: () => fdWalkChoice().reason,
     heuristic: heuristicDirection,
     reconcileIntervalMs: config.reconcileIntervalMs,
     procPollIntervalMs: config.procPollIntervalMs,
     deathWindowMs: config.deathWindowMs,
     firstRetryMs: config.ebpfRetryMs,
     maxRetryMs: defaultPolicy.maxRetryMs,
+    requiredRetryFirstMs: config.requiredRetryMs ?? defaultPolicy.requiredRetryFirstMs,
   }, log.child({ component: "supervisor" }));
-  await supervisor.start();
+  const stopOnSignal = () => void supervisor!.stop();
+  signal?.addEventListener("abort", stopOnSignal, { once: true });
+  try {
+    if (signal?.aborted) throw new PluginError("ERR_STOPPED", "stopped before start-up");
+    await supervisor.start();
+  } finally {
+    signal?.removeEventListener("abort", stopOnSignal);
+  }
   const expiry = setInterval(() => backend.clients.expireIdle(), Math.max(1000, Math.floor(config.clientExpiryMs / 4)));
   expiry.unref?.();
   return {
@@ -100,6 +118,20 @@ export async function startTrackerStack(config: StackConfig, log: Logger): Promi
       conntrack.stop();
       setActiveFlows(undefined);
     },
+  };
+}
+
+/**
+ * A /proc scan as the supervisor needs it: the connections, the read errors, and which namespaces
+ * it can vouch for. A namespace whose table failed to read, or one missing from the scan while some
+ * process's namespace could not be read, may still hold connections the scan did not see.
+ */
+export async function scanProcForSupervisor(procRoot: string, signal?: AbortSignal): Promise<ScanOutcome> {
+  const scan = await scanProc({ procRoot, signal });
+  return {
+    connections: scan.connections,
+    errors: scan.errors,
+    readInFull: (netns) => !scan.unreadNamespaces.has(netns) && (scan.listening.has(netns) || scan.unplacedProcesses === 0),
   };
 }
 

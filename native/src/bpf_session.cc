@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "attach_plan.h"
 #include "libbpf_log.h"
 #include "../../bpf/tracker.h"  // enum tracker_counter
 
@@ -21,10 +22,11 @@ namespace {
 
 constexpr const char* kVmlinuxBtf = "/sys/kernel/btf/vmlinux";
 constexpr const char* kTracefs = "/sys/kernel/tracing";
+constexpr const char* kFirstStateProgram = "handle_set_state_btf";
+constexpr const char* kBackstopStateProgram = "handle_set_state_btf_backstop";
 constexpr const char* kDebugfsTracing = "/sys/kernel/debug/tracing";
-constexpr const char* kRequiredTracepoint = "sock/inet_sock_set_state";
 
-static_assert(TRACKER_COUNTER_MAX == 4, "Counters has one slot per enum tracker_counter, plus kCounterMissed");
+static_assert(TRACKER_COUNTER_MAX == 5, "Counters has one slot per enum tracker_counter, plus kCounterMissed");
 
 // strerror, plus libbpf's own codes (LIBBPF_ERRNO__*, 4000 and up).
 std::string ErrnoText(int err) {
@@ -32,6 +34,15 @@ std::string ErrnoText(int err) {
   if (libbpf_strerror(err, buf, sizeof(buf)) == 0) return buf;
   return std::strerror(err);
 }
+
+// A failed load or attach that another program choice may avoid: `section` names the program that
+// failed to attach ("" for a failed load), `short_reason` goes into the hook's reason.
+struct AttemptError {
+  const char* code;
+  std::string section;
+  std::string short_reason;
+  std::string message;
+};
 
 bool DirExists(const std::string& path) {
   struct stat st;
@@ -68,16 +79,6 @@ std::string EnsureTracefs() {
     throw BpfError(kErrAttach, std::string("tracefs mounted at ") + kTracefs + " but has no events/ directory");
   }
   return tracefs_events;
-}
-
-// "tracepoint/sock/inet_sock_set_state" -> "sock/inet_sock_set_state"; "" if not a tracepoint.
-std::string TracepointOf(const char* section) {
-  static const char* const kPrefixes[] = {"tracepoint/", "tp/"};
-  for (const char* prefix : kPrefixes) {
-    size_t n = std::strlen(prefix);
-    if (std::strncmp(section, prefix, n) == 0) return section + n;
-  }
-  return "";
 }
 
 // Sets a one-byte `const volatile` global in .rodata by name (there is no skeleton:
@@ -160,34 +161,45 @@ std::unique_ptr<BpfSession> BpfSession::Open(const BpfOptions& options) {
   CheckBpfPermission();
   const std::string events_dir = EnsureTracefs();
 
-  std::unique_ptr<BpfSession> session(new BpfSession());
-  session->obj_ = bpf_object__open_file(path.c_str(), nullptr);
-  if (!session->obj_) {
-    int err = errno;
-    throw BpfError(kErrObject, WithLog("cannot open BPF object " + path + ": " + ErrnoText(err)));
-  }
-  bpf_object* obj = session->obj_;
-
-  // Pick the programs this kernel supports: a program whose tracepoint does not
-  // exist is not loaded; the state-change tracepoint is required.
-  bool have_required = false;
-  bpf_program* prog;
-  bpf_object__for_each_program(prog, obj) {
-    std::string tp = TracepointOf(bpf_program__section_name(prog));
-    bool exists = !tp.empty() && DirExists(events_dir + "/" + tp);
-    if (tp == kRequiredTracepoint) {
-      if (!exists) {
-        throw BpfError(kErrAttach, "attach tracepoint " + tp + ": " + ErrnoText(ENOENT) + " (no " + events_dir +
-                                       "/" + tp + ")");
-      }
-      have_required = true;
+  // Which program serves each hook: tp_btf where the kernel takes it, else the classic tracepoint.
+  // libbpf cannot load an object twice, so a refused program means a fresh object without it.
+  attach_plan plan;
+  attach_plan_init(&plan, events_dir.c_str(), options.tracepoints_only);
+  std::unique_ptr<BpfSession> session;
+  for (;;) {
+    session.reset(new BpfSession());
+    char plan_error[512] = "";
+    session->obj_ = bpf_object__open_file(path.c_str(), nullptr);
+    if (!session->obj_) {
+      int err = errno;
+      throw BpfError(kErrObject, WithLog("cannot open BPF object " + path + ": " + ErrnoText(err)));
     }
-    if (!exists) bpf_program__set_autoload(prog, false);
+    if (attach_plan_apply(&plan, session->obj_, plan_error, sizeof(plan_error)) != 0) {
+      throw BpfError(std::strncmp(plan_error, "attach ", 7) == 0 ? kErrAttach : kErrObject, path + ": " + plan_error);
+    }
+    try {
+      session->LoadAndAttach(options);
+      break;
+    } catch (const AttemptError& failure) {
+      // A refusal of a preferred type, permission included (some hosts refuse tracing programs),
+      // falls back; only a failure with nothing left to fall back to is final.
+      if (!attach_plan_fall_back(&plan, events_dir.c_str(), failure.section.empty() ? nullptr : failure.section.c_str(),
+                                 failure.short_reason.c_str())) {
+        throw BpfError(failure.code, failure.message);
+      }
+      ClearLibbpfLog();
+    }
   }
-  if (!have_required) {
-    throw BpfError(kErrObject, path + " has no program for tracepoint/" + kRequiredTracepoint);
+  for (int i = 0; i < plan.n_hooks; i++) {
+    const attach_choice& c = plan.hooks[i];
+    session->attachments_.push_back({c.hook, c.type ? c.type : "", c.section ? c.section : "", c.reason});
   }
+  return session;
+}
 
+void BpfSession::LoadAndAttach(const BpfOptions& options) {
+  const std::string& path = options.object_path;
+  bpf_object* obj = obj_;
   bpf_map* events = bpf_object__find_map_by_name(obj, "events");
   bpf_map* counters = bpf_object__find_map_by_name(obj, "counters");
   if (!events || !counters) throw BpfError(kErrObject, path + " lacks the \"events\" or \"counters\" map");
@@ -206,31 +218,33 @@ std::unique_ptr<BpfSession> BpfSession::Open(const BpfOptions& options) {
     // permission problem.
     bool verifier = LibbpfLog().find("BEGIN PROG LOAD LOG") != std::string::npos;
     if (err == EPERM || (err == EACCES && !verifier)) {
-      throw BpfError(kErrPermission, WithLog("load BPF object " + path + ": bpf() refused: " + ErrnoText(err) +
-                                             " (needs root, or CAP_BPF and CAP_PERFMON)"));
+      throw AttemptError{kErrPermission, "", "", WithLog("load BPF object " + path + ": bpf() refused: " + ErrnoText(err) +
+                                                         " (needs root, or CAP_BPF and CAP_PERFMON)")};
     }
-    throw BpfError(kErrLoad, WithLog("load BPF object " + path + ": " + ErrnoText(err)));
+    throw AttemptError{kErrLoad, "", "load: " + ErrnoText(err), WithLog("load BPF object " + path + ": " + ErrnoText(err))};
   }
 
+  bpf_program* prog;
   bpf_object__for_each_program(prog, obj) {
     if (!bpf_program__autoload(prog)) continue;
     const char* section = bpf_program__section_name(prog);
     bpf_link* link = bpf_program__attach(prog);
     if (!link) {
       int aerr = errno ? errno : EINVAL;
-      std::string message = WithLog("attach tracepoint " + TracepointOf(section) + ": " + ErrnoText(aerr));
-      throw BpfError(aerr == EPERM || aerr == EACCES ? kErrPermission : kErrAttach, message);
+      std::string message = WithLog(std::string("attach ") + section + ": " + ErrnoText(aerr));
+      throw AttemptError{aerr == EPERM || aerr == EACCES ? kErrPermission : kErrAttach, section,
+                         "attach: " + ErrnoText(aerr), message};
     }
-    session->links_.push_back(link);
-    session->attached_names_.push_back(section);
-    session->attached_prog_fds_.push_back(bpf_program__fd(prog));
+    links_.push_back(link);
+    attached_names_.push_back(section);
+    attached_prog_fds_.push_back(bpf_program__fd(prog));
+    attached_prog_names_.push_back(bpf_program__name(prog));
   }
 
-  session->events_fd_ = bpf_map__fd(events);
-  session->counters_fd_ = bpf_map__fd(counters);
-  session->ncpus_ = libbpf_num_possible_cpus();
-  if (session->ncpus_ <= 0) throw BpfError(kErrLoad, "cannot count possible CPUs: " + ErrnoText(-session->ncpus_));
-  return session;
+  events_fd_ = bpf_map__fd(events);
+  counters_fd_ = bpf_map__fd(counters);
+  ncpus_ = libbpf_num_possible_cpus();
+  if (ncpus_ <= 0) throw BpfError(kErrLoad, "cannot count possible CPUs: " + ErrnoText(-ncpus_));
 }
 
 BpfSession::~BpfSession() {
@@ -251,12 +265,23 @@ bool BpfSession::ReadCounters(Counters* out) const {
     if (bpf_map_lookup_elem(counters_fd_, &key, per_cpu.data()) != 0) return false;
     for (uint64_t v : per_cpu) (*out)[key] += v;
   }
-  for (int fd : attached_prog_fds_) {
+  // A run of the first tp_btf state program that the kernel skipped was handled by the backstop
+  // program (counted in TRACKER_COUNTER_BACKSTOP) unless the backstop was skipped too: only what
+  // neither handled is missed. Every other program's skips are missed events.
+  uint64_t first_missed = 0, backstop_missed = 0;
+  for (size_t i = 0; i < attached_prog_fds_.size(); i++) {
     bpf_prog_info info = {};
     __u32 len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return false;
+    if (bpf_obj_get_info_by_fd(attached_prog_fds_[i], &info, &len) != 0) return false;
+    if (attached_prog_names_[i] == kFirstStateProgram) {
+      first_missed = info.recursion_misses;
+      continue;
+    }
+    if (attached_prog_names_[i] == kBackstopStateProgram) backstop_missed = info.recursion_misses;
     (*out)[kCounterMissed] += info.recursion_misses;
   }
+  uint64_t recovered = (*out)[TRACKER_COUNTER_BACKSTOP] + backstop_missed;
+  if (first_missed > recovered) (*out)[kCounterMissed] += first_missed - recovered;
   return true;
 }
 

@@ -39,6 +39,15 @@ struct BpfOptions {
   std::string object_path;
   uint32_t ring_buffer_bytes = 0;  // 0: keep the object's default (4 MiB)
   bool wakeup = false;             // sets `use_wakeup` in .rodata
+  bool tracepoints_only = false;   // never try tp_btf (the classic tracepoints everywhere)
+};
+
+// What serves one hook on this kernel (native/src/attach_plan.c decides).
+struct Attachment {
+  std::string hook;     // "inet_sock_set_state", "sys_exit_accept", "sys_exit_accept4"
+  std::string type;     // "tp_btf" | "tracepoint"; "" when the hook is not attached
+  std::string section;  // the program's ELF section; "" when not attached
+  std::string reason;   // why this type (and why not the preferred one)
 };
 
 // Summed over CPUs; indexes are enum tracker_counter, then kCounterMissed.
@@ -59,6 +68,8 @@ class BpfSession {
   int events_fd() const { return events_fd_; }
   // Section names of the attached programs, e.g. "tracepoint/sock/inet_sock_set_state".
   const std::vector<std::string>& attached() const { return attached_names_; }
+  // Every hook, attached or not, with its program type and the reason for it.
+  const std::vector<Attachment>& attachments() const { return attachments_; }
   // Reads the per-CPU counters map. Returns false if the read failed.
   bool ReadCounters(Counters* out) const;
   // Destroys every link (no new events); maps and programs stay until destruction.
@@ -66,11 +77,15 @@ class BpfSession {
 
  private:
   BpfSession() = default;
+  // One load-and-attach attempt with the plan's current choices; throws BpfError.
+  void LoadAndAttach(const BpfOptions& options);
 
   bpf_object* obj_ = nullptr;
   std::vector<bpf_link*> links_;
   std::vector<int> attached_prog_fds_;
+  std::vector<std::string> attached_prog_names_;
   std::vector<std::string> attached_names_;
+  std::vector<Attachment> attachments_;
   int events_fd_ = -1;
   int counters_fd_ = -1;
   int ncpus_ = 0;

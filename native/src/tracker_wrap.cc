@@ -54,6 +54,7 @@ Napi::Function Tracker::Init(Napi::Env env) {
                      {
                          InstanceMethod<&Tracker::Counters>("counters"),
                          InstanceMethod<&Tracker::AttachedPrograms>("attachedPrograms"),
+                         InstanceMethod<&Tracker::Attachments>("attachments"),
                          InstanceMethod<&Tracker::Stop>("stop"),
                          InstanceMethod<&Tracker::RefLoop>("ref"),
                          InstanceMethod<&Tracker::UnrefLoop>("unref"),
@@ -105,6 +106,11 @@ Tracker::Tracker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tracker>(inf
     wakeup_ = v.As<Napi::Boolean>().Value();
   }
   bpf_options.wakeup = wakeup_;
+  v = opts.Get("tracepointsOnly");
+  if (!v.IsUndefined()) {
+    if (!v.IsBoolean()) ThrowType(env, "options.tracepointsOnly must be a boolean");
+    bpf_options.tracepoints_only = v.As<Napi::Boolean>().Value();
+  }
 
   v = opts.Get("onBatch");
   if (!v.IsFunction()) ThrowType(env, "options.onBatch must be a function");
@@ -247,6 +253,7 @@ Napi::Object Tracker::CountersObject(Napi::Env env, const scope_tracker::Counter
   o.Set("missed", Napi::Number::New(env, static_cast<double>(c[scope_tracker::kCounterMissed])));
   o.Set("badSizeRecords",
         Napi::Number::New(env, static_cast<double>(bad_size_records_.load(std::memory_order_relaxed))));
+  o.Set("backstop", Napi::Number::New(env, static_cast<double>(c[TRACKER_COUNTER_BACKSTOP])));
   return o;
 }
 
@@ -266,6 +273,23 @@ Napi::Value Tracker::AttachedPrograms(const Napi::CallbackInfo& info) {
   if (running() && bpf_) {
     uint32_t i = 0;
     for (const std::string& name : bpf_->attached()) out.Set(i++, Napi::String::New(info.Env(), name));
+  }
+  return out;
+}
+
+Napi::Value Tracker::Attachments(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env);
+  if (running() && bpf_) {
+    uint32_t i = 0;
+    for (const scope_tracker::Attachment& a : bpf_->attachments()) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("hook", a.hook);
+      o.Set("type", a.type.empty() ? env.Null() : Napi::String::New(env, a.type));
+      o.Set("program", a.section.empty() ? env.Null() : Napi::String::New(env, a.section));
+      o.Set("reason", a.reason);
+      out.Set(i++, o);
+    }
   }
   return out;
 }

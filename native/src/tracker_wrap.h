@@ -32,6 +32,7 @@ class Tracker : public Napi::ObjectWrap<Tracker>, private BatchSource {
   // JS methods
   Napi::Value Counters(const Napi::CallbackInfo& info);
   Napi::Value AttachedPrograms(const Napi::CallbackInfo& info);
+  Napi::Value Attachments(const Napi::CallbackInfo& info);
   Napi::Value Stop(const Napi::CallbackInfo& info);
   Napi::Value RefLoop(const Napi::CallbackInfo& info);
   Napi::Value UnrefLoop(const Napi::CallbackInfo& info);

@@ -31,6 +31,7 @@ export function statusJson(s: pb.TrackerStatus | undefined) {
     counters: s.counters ?? {},
     clients: s.clients,
     watchers: s.watchers,
+    delivery: s.delivery ?? {},
     ...(s.conntrack === undefined ? {} : { conntrack: s.conntrack }),
   };
 }
@@ -106,6 +107,12 @@ export function formatStatus(s: pb.TrackerStatus, now: number = Date.now()): str
   const counters = Object.entries(j.counters);
   const width = Math.max(0, ...counters.map(([k]) => k.length));
   for (const [name, value] of counters) lines.push(`  ${name.padEnd(width)}  ${value}`);
+  const delivery = Object.entries(j.delivery);
+  if (delivery.length > 0) {
+    lines.push("delivery:");
+    const w = Math.max(0, ...delivery.map(([k]) => k.length));
+    for (const [name, value] of delivery) lines.push(`  ${name.padEnd(w)}  ${value}`);
+  }
   return lines.join("\n") + "\n";
 }
 

@@ -33,21 +33,22 @@ export class ProcfsConntrack {
   }
 
   /** Wraps a /proc scan: directions first, then the short-lived connections since the previous scan. */
-  wrap(scan: () => Promise<readonly Connection[]>): () => Promise<readonly Connection[]> {
-    return async () => {
-      const scanned = await scan();
+  wrap<O extends { connections: readonly Connection[] }>(scan: (signal: AbortSignal) => Promise<O>): (signal: AbortSignal) => Promise<O> {
+    return async (signal) => {
+      const outcome = await scan(signal);
       const flows = this.#source.flows;
       if (!this.#source.enabled) {
         flows.collectEnded = false;
-        return scanned;
+        return outcome;
       }
+      const scanned = outcome.connections;
       const directed = this.#directions(scanned);
       const procfs = this.#procfsLive();
       if (procfs && flows.collectEnded) this.#reportShortLived(directed);
       // From the first scan on /proc: every flow kept, ended ones collected for the next scan.
       flows.collectEnded = procfs;
       this.#source.setKeepAll(procfs);
-      return directed;
+      return directed === scanned ? outcome : { ...outcome, connections: directed };
     };
   }
 

@@ -3,9 +3,11 @@
  * decides: losses and death go to the supervisor, which owns the restart/fallback policy.
  */
 import { PluginError } from "../errors.ts";
+import type { ProgramAttachment } from "../model/status.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
 import { EventApplier } from "./event-applier.ts";
 import { defaultObjectPath, loadNativeAddon, type NativeCounters, type NativeTracker } from "./native-addon.ts";
+import { EVENT_SIZE } from "./record.ts";
 import { type ReleasedRecords, ReorderBuffer } from "./reorder-buffer.ts";
 import { existsSync, rmSync } from "node:fs";
 
@@ -16,6 +18,8 @@ export interface EbpfTrackerOptions {
   drainIntervalMs?: number;
   holdBackMs?: number;
   wakeup?: boolean;
+  /** Never try tp_btf (see NativeTrackerOptions.tracepointsOnly). */
+  tracepointsOnly?: boolean;
   /** How often the kernel's loss counters are read. */
   counterPollMs?: number;
   /** Debug only, off by default: when this file appears the tracker declares itself dead and removes it. */
@@ -31,7 +35,10 @@ export interface EbpfTrackerHooks {
    * and says nothing about whether the reader keeps up, so the supervisor heals them, never escalates.
    */
   onSkipped(count: number): void;
+  /** The tracker is dead (stopped reading); an error coded ERR_TRACKER_MISMATCH would die again on restart. */
   onDead(error: Error): void;
+  /** A failure inside a hook called from a timer (it must not become an uncaught exception). */
+  onInternalError?(what: string, error: unknown): void;
   /** Every close the tracker applied, by key, known or not: lets a /proc scan drop seeds that died meanwhile. */
   onCloseKey?(key: string): void;
   /** Whether onCloseKey wants keys right now (only while a scan runs): short-lived pairs, which build no key, form only when not. */
@@ -48,6 +55,7 @@ export class EbpfTracker {
   #timers: ReturnType<typeof setInterval>[] = [];
   #lastCounters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0, badSizeRecords: 0 };
   #dead = false;
+  #attachments: ProgramAttachment[] = [];
   eventsReceived = 0;
 
   constructor(table: ConnectionTable, hooks: EbpfTrackerHooks, options: EbpfTrackerOptions = {}) {
@@ -59,6 +67,7 @@ export class EbpfTracker {
       drainIntervalMs: options.drainIntervalMs ?? 20,
       holdBackMs: options.holdBackMs ?? 50,
       wakeup: options.wakeup ?? false,
+      tracepointsOnly: options.tracepointsOnly ?? false,
       counterPollMs: options.counterPollMs ?? 1000,
       debugKillFile: options.debugKillFile,
     };
@@ -79,6 +88,16 @@ export class EbpfTracker {
     return this.#reorder.malformed;
   }
 
+  /** Records older than one already applied: applied anyway, out of order. */
+  get lateEvents(): number {
+    return this.#reorder.late;
+  }
+
+  /** Records of the wrong size, dropped by the addon or found here in a batch: the tracker dies of the first. */
+  get badSizeRecords(): number {
+    return (this.#lastCounters.badSizeRecords ?? 0) + this.#reorder.partialBatches;
+  }
+
   /** Loads and attaches; throws the addon's coded error (ERR_BPF_*) when the kernel says no. */
   start(): void {
     if (this.#native !== undefined) return;
@@ -90,10 +109,12 @@ export class EbpfTracker {
       ringBufferBytes: this.#options.ringBufferBytes,
       drainIntervalMs: this.#options.drainIntervalMs,
       wakeup: this.#options.wakeup,
+      tracepointsOnly: this.#options.tracepointsOnly,
       onBatch: (batch) => this.#onBatch(batch),
       onError: (error) => this.#die(new PluginError("ERR_TRACKER_DEAD", `ring-buffer reader failed: ${error.message}`, { cause: error })),
     });
     this.#lastCounters = this.#native.counters();
+    this.#attachments = this.#native.attachments();
     this.#timers.push(setInterval(() => this.#applyDue(), this.#options.drainIntervalMs));
     this.#timers.push(setInterval(() => this.#pollCounters(), this.#options.counterPollMs));
     for (const timer of this.#timers) timer.unref?.();
@@ -113,13 +134,23 @@ export class EbpfTracker {
     return this.#native?.attachedPrograms() ?? [];
   }
 
+  /** What serves each hook on this kernel and why, fixed at start (empty when not running). */
+  attachments(): ProgramAttachment[] {
+    return this.#attachments;
+  }
+
   stop(): void {
     for (const timer of this.#timers) clearInterval(timer);
     this.#timers = [];
     const native = this.#native;
     this.#native = undefined;
+    this.#attachments = [];
     if (native !== undefined) {
-      this.#lastCounters = native.counters();
+      try {
+        this.#lastCounters = native.counters();
+      } catch {
+        // Kept as of the last poll: a counters map that cannot be read must not stop the stop.
+      }
       native.stop();
     }
     this.flush();
@@ -140,12 +171,24 @@ export class EbpfTracker {
 
   #pollCounters(): void {
     if (this.#native === undefined) return;
-    const now = this.#native.counters();
+    let now: NativeCounters;
+    try {
+      now = this.#native.counters();
+    } catch (error) {
+      // Without the counters, loss goes unseen: a tracker that cannot say what it missed is dead.
+      this.#die(new PluginError("ERR_TRACKER_DEAD", `reading the kernel counters failed: ${(error as Error).message}`, { cause: error }));
+      return;
+    }
     const lost = now.lost - this.#lastCounters.lost;
     const skipped = now.missed - this.#lastCounters.missed;
     this.#lastCounters = now;
-    if (lost > 0) this.#hooks.onLost(lost);
-    if (skipped > 0) this.#hooks.onSkipped(skipped);
+    this.#callHook("onLost", () => lost > 0 && this.#hooks.onLost(lost));
+    this.#callHook("onSkipped", () => skipped > 0 && this.#hooks.onSkipped(skipped));
+    const badSize = this.badSizeRecords;
+    if (badSize > 0) {
+      this.#die(new PluginError("ERR_TRACKER_MISMATCH", `${badSize} ring-buffer records of the wrong size (expected ${EVENT_SIZE} bytes): the addon and the BPF object were built from different versions of bpf/tracker.h; rebuild both (bash scripts/setup.sh)`));
+      return;
+    }
     const killFile = this.#options.debugKillFile;
     if (killFile !== undefined && existsSync(killFile)) {
       rmSync(killFile, { force: true });
@@ -156,6 +199,15 @@ export class EbpfTracker {
   #die(error: Error): void {
     if (this.#dead) return;
     this.#dead = true;
-    this.#hooks.onDead(error);
+    this.#callHook("onDead", () => this.#hooks.onDead(error));
+  }
+
+  #callHook(what: string, call: () => unknown): void {
+    try {
+      call();
+    } catch (error) {
+      if (this.#hooks.onInternalError === undefined) throw error;
+      this.#hooks.onInternalError(what, error);
+    }
   }
 }

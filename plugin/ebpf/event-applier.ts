@@ -6,10 +6,13 @@
  * tuple (no entry on its local port): no key is built and the map is not touched, which was most
  * of the cost per event at full churn.
  *
- * One race survives any ordering by time: an accept() whose socket was already closed by the
- * peer's reset can report its close first, because the accept event is stamped when the syscall
- * returns. Such closes are remembered briefly, by socket identity, so the late accept is applied
- * as opened and closed instead of lingering open.
+ * One race survives any ordering by time: a peer's reset can close a socket still in the accept
+ * queue. The kernel then gives close (in softirq, at the reset), accept (when accept() returns),
+ * and close again (the BPF program re-reports a socket that is already closed when accepted), as
+ * recorded in test/kernel/reset-race.test.ts. The accept pairs with the close after it; the one
+ * before it is of a connection nobody had opened yet. So a close of an unknown connection is not
+ * counted at once: it waits, by socket cookie, for up to orphanCloseTtlMs; an accept of that very
+ * socket retires it silently, and only one still waiting at the end counts as `closesOfUnknown`.
  */
 import { type Connection, connectionKey, tupleKey } from "../model/connection.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
@@ -39,8 +42,11 @@ export class EventApplier {
   #slotIndex = new Int32Array(0);
   #pairedWith = new Int32Array(0);
   #pairConnections: Array<Connection | undefined> = [];
-  /** Closes of unknown connections, by key: inserted on such a close, deleted when paired, expired by age or cap. */
-  readonly #orphanCloses = new Map<string, { cookie: number; timestampNs: number }>();
+  /**
+   * Closes of unknown connections, by socket cookie, oldest first: inserted on such a close,
+   * retired by an accept of the same socket, counted as unknown when they expire (age or cap).
+   */
+  readonly #orphanCloses = new Map<number, { key: string; timestampNs: number }>();
   /**
    * Table key by socket slot (record.ts sockSlot), so a close need not build its key again (string
    * keys were the largest cost per event): inserted on open, deleted on that socket's close, reset
@@ -49,6 +55,7 @@ export class EventApplier {
   readonly #keysBySocket = new Map<number, string>();
   opens = 0;
   closes = 0;
+  /** Accepts of sockets a reset had already closed: their early close was retired, not counted. */
   pairedLateOpens = 0;
   /** Connections opened and closed within one release, passed to subscribers without the table. */
   passedThrough = 0;
@@ -69,6 +76,7 @@ export class EventApplier {
       // Decided here, not when pairing: a record applied earlier in this release may have put an
       // entry on this port, and then the pair goes through the table like any other.
       if (partner > i && !this.#table.hasLocalPort(view.getUint16(o + Field.localPort, true))) {
+        if (this.#orphanCloses.size > 0) this.#retireOrphan(bytes, view, o, undefined);
         this.#passOpen(i, this.#connection(bytes, view, o));
       } else if (partner >= 0 && partner < i) {
         this.#passClose(partner);
@@ -85,11 +93,11 @@ export class EventApplier {
   /**
    * For each record, the index of the record it pairs with (an open and the close of the same
    * socket and tuple, later in this release), or -1; undefined when nothing pairs. Pairing is off
-   * while orphan closes wait (a late accept must find its close) or while close keys are wanted.
+   * while close keys are wanted.
    */
   #findPairs(records: ReleasedRecords): Int32Array | undefined {
     const { bytes, view, count } = records;
-    if (count < 2 || this.#orphanCloses.size > 0 || this.#wantsCloseKeys()) return undefined;
+    if (count < 2 || this.#wantsCloseKeys()) return undefined;
     let size = this.#slots.length;
     if (size < count * 2) {
       size = 1 << Math.ceil(Math.log2(count * 2));
@@ -160,31 +168,52 @@ export class EventApplier {
     this.#table.open(connection, key);
     if (this.#keysBySocket.size >= SOCKET_KEY_LIMIT) this.#keysBySocket.clear();
     this.#keysBySocket.set(sockSlot(view, o), key);
-    if (this.#orphanCloses.size === 0) return;
-    const orphan = this.#orphanCloses.get(key);
-    if (orphan !== undefined && orphan.cookie === sockCookie(view, o)) {
-      this.#orphanCloses.delete(key);
-      this.pairedLateOpens++;
-      this.#table.close(key);
-    }
+    if (this.#orphanCloses.size > 0) this.#retireOrphan(bytes, view, o, key);
   }
+
+  /** An open of a socket whose close came first (reset before accept): that close was not of an unknown connection. */
+  #retireOrphan(bytes: Uint8Array, view: DataView, o: number, key: string | undefined): void {
+    const cookie = sockCookie(view, o);
+    const orphan = this.#orphanCloses.get(cookie);
+    if (orphan === undefined) return;
+    if ((key ?? tupleKeyOf(bytes, view, o)) !== orphan.key) return;
+    this.#orphanCloses.delete(cookie);
+    this.pairedLateOpens++;
+  }
+
 
   #close(bytes: Uint8Array, view: DataView, o: number): void {
     this.closes++;
-    const key = this.#knownKey(bytes, view, o) ?? tupleKey(
-      view.getUint32(o + Field.netns, true),
-      addressText(bytes, view, o, Field.localAddress),
-      view.getUint16(o + Field.localPort, true),
-      addressText(bytes, view, o, Field.remoteAddress),
-      view.getUint16(o + Field.remotePort, true),
-    );
-    this.#onCloseKey?.(key);
-    if (this.#table.close(key) !== undefined) return;
-    if (this.#orphanCloses.size >= ORPHAN_LIMIT) {
-      const oldest = this.#orphanCloses.keys().next().value;
-      if (oldest !== undefined) this.#orphanCloses.delete(oldest);
+    const known = this.#knownKey(bytes, view, o);
+    if (known !== undefined) {
+      // The hot path: the table holds it (#knownKey checked), one map operation.
+      this.#onCloseKey?.(known);
+      this.#table.close(known);
+      return;
     }
-    this.#orphanCloses.set(key, { cookie: sockCookie(view, o), timestampNs: timestampNs(view, o) });
+    const key = tupleKeyOf(bytes, view, o);
+    this.#onCloseKey?.(key);
+    if (this.#table.has(key)) {
+      this.#table.close(key);
+      return;
+    }
+    if (this.#orphanCloses.size >= ORPHAN_LIMIT) {
+      const [oldest] = this.#orphanCloses;
+      if (oldest !== undefined) this.#countUnknown(oldest[0], oldest[1].key);
+    }
+    const cookie = sockCookie(view, o);
+    // The same socket closed twice with no open between: the first was unknown for good.
+    const earlier = this.#orphanCloses.get(cookie);
+    if (earlier !== undefined) this.#countUnknown(cookie, earlier.key);
+    this.#orphanCloses.set(cookie, { key, timestampNs: timestampNs(view, o) });
+  }
+
+  /** A close that no open claimed: counted by the table as a close of an unknown connection. */
+  #countUnknown(cookie: number, key: string): void {
+    this.#orphanCloses.delete(cookie);
+    // A new connection on the same tuple may be open by now: it must not be closed for this.
+    if (this.#table.has(key)) this.#table.closesOfUnknown++;
+    else this.#table.close(key);
   }
 
   /** The key this socket was opened under, if it still names this very connection. */
@@ -203,11 +232,22 @@ export class EventApplier {
   }
 
   #expireOrphans(nowNs: number): void {
-    for (const [key, orphan] of this.#orphanCloses) {
+    for (const [cookie, orphan] of this.#orphanCloses) {
       if (nowNs - orphan.timestampNs <= this.#orphanTtlNs) break;
-      this.#orphanCloses.delete(key);
+      this.#countUnknown(cookie, orphan.key);
     }
   }
+}
+
+/** The table key of a record's tuple, built from its fields. */
+function tupleKeyOf(bytes: Uint8Array, view: DataView, o: number): string {
+  return tupleKey(
+    view.getUint32(o + Field.netns, true),
+    addressText(bytes, view, o, Field.localAddress),
+    view.getUint16(o + Field.localPort, true),
+    addressText(bytes, view, o, Field.remoteAddress),
+    view.getUint16(o + Field.remotePort, true),
+  );
 }
 
 /** Same socket cookie and same tuple (namespace, ports, address bytes) in two records. */

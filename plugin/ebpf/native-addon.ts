@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { existsSync } from "node:fs";
 import { PluginError } from "../errors.ts";
 import type { NativeConntrack, NativeConntrackOptions } from "../conntrack/conntrack-source.ts";
+import type { ProgramAttachment } from "../model/status.ts";
 
 export interface NativeCounters {
   lost: number;
@@ -14,10 +15,17 @@ export interface NativeCounters {
   missed: number;
   /** Ring-buffer records whose size is not the addon's struct tracker_event: dropped, never decoded (object and addon disagree). */
   badSizeRecords: number;
+  /**
+   * State changes the first tp_btf program was skipped for (a softirq or a preempting task's change
+   * landed inside its run) and its backstop program handled: not missed, shown for diagnostics.
+   */
+  backstop?: number;
 }
 
 export interface NativeTrackerOptions {
   objectPath: string;
+  /** Never try tp_btf: the classic tracepoints everywhere (for comparison and as an escape hatch). */
+  tracepointsOnly?: boolean;
   ringBufferBytes?: number;
   drainIntervalMs?: number;
   wakeup?: boolean;
@@ -28,6 +36,8 @@ export interface NativeTrackerOptions {
 export interface NativeTracker {
   counters(): NativeCounters;
   attachedPrograms(): string[];
+  /** Every hook, with the program type attached to it and why; empty once stopped. */
+  attachments(): ProgramAttachment[];
   stop(): void;
 }
 
@@ -48,18 +58,22 @@ export const projectRoot = fileURLToPath(new URL("../../", import.meta.url));
 export const defaultAddonPath = `${projectRoot}build/Release/scope_tracker.node`;
 export const defaultObjectPath = `${projectRoot}build/tracker.bpf.o`;
 
-let loaded: NativeAddon | undefined;
+/** By path: a process may load the real addon and (tests) a stand-in beside it. */
+const loaded = new Map<string, NativeAddon>();
 
 /** Throws an Error with code ERR_BPF_ADDON when the addon is not built or cannot be loaded. */
 export function loadNativeAddon(path = defaultAddonPath): NativeAddon {
-  if (loaded !== undefined) return loaded;
+  const known = loaded.get(path);
+  if (known !== undefined) return known;
   if (!existsSync(path)) {
     throw new PluginError("ERR_BPF_ADDON", `native addon not built: ${path} is missing (run scripts/build-native.sh)`);
   }
+  let addon: NativeAddon;
   try {
-    loaded = createRequire(import.meta.url)(path) as NativeAddon;
+    addon = createRequire(import.meta.url)(path) as NativeAddon;
   } catch (error) {
     throw new PluginError("ERR_BPF_ADDON", `native addon ${path} failed to load: ${(error as Error).message}`, { cause: error });
   }
-  return loaded;
+  loaded.set(path, addon);
+  return addon;
 }

@@ -37,6 +37,8 @@ export class ReorderBuffer {
   late = 0;
   /** Records of unknown type or family, and trailing partial records: dropped and counted. */
   malformed = 0;
+  /** Batches whose length is not a whole number of records: the sender's record size is not ours. */
+  partialBatches = 0;
 
   constructor(windowMs: number) {
     this.#windowNs = windowMs * 1e6;
@@ -49,7 +51,10 @@ export class ReorderBuffer {
   /** Takes a copy of the batch's well-formed records; returns how many that was. */
   push(batch: Uint8Array): number {
     const records = Math.floor(batch.byteLength / EVENT_SIZE);
-    if (batch.byteLength % EVENT_SIZE !== 0) this.malformed++;
+    if (batch.byteLength % EVENT_SIZE !== 0) {
+      this.malformed++;
+      this.partialBatches++;
+    }
     this.#makeRoom(records);
     const first = this.#end;
     let wellFormed = true;

@@ -205,7 +205,12 @@ export interface EndpointReport {
     | undefined;
   /** Closed connections this client will never see: its buffer overflowed since its last Report. */
   droppedClosed: number;
-  /** True when this call registered client_id (so no closed connections could be included yet). */
+  /**
+   * True until an answer to this client_id has reached it since the server registered it (its
+   * first call, or after it expired or was evicted): the client has no earlier history here.
+   * Closes are kept from registration on, so a repeated first call after a lost first answer
+   * already carries the closes since then.
+   */
   firstReport: boolean;
 }
 
@@ -252,6 +257,27 @@ export interface TrackerCounters {
   skipped: number;
   /** Ring-buffer records that did not decode (wrong size or unknown type); dropped and counted. */
   malformedRecords: number;
+  /**
+   * Records of the wrong size: the addon and the BPF object were built from different headers.
+   * The tracker dies of the first one (the reason says so) rather than run with zero events.
+   */
+  badSizeRecords: number;
+  /** Accepts whose returned fd the kernel side could not resolve to a socket. */
+  acceptNoSock: number;
+  /** Connects established with no pid recorded (opened before the tracker attached): pid 0 until a scan. */
+  connectNoPid: number;
+  /** Records older than one already applied (beyond the hold-back window), applied out of order. */
+  lateEvents: number;
+  /** /proc reads that failed for a reason other than a process vanishing (EACCES, EIO, ...). */
+  scanErrors: number;
+  /** Whole /proc scans that failed; they changed nothing in the table. */
+  scanFailures: number;
+  /** Connections a reconcile did not close because their namespace's table failed to read. */
+  reconcileKept: number;
+  /** Failures in the plugin's own supervision (a hook or death handler that threw): logged, counted. */
+  internalErrors: number;
+  /** Reconciles run (periodic, healing a loss or skipped runs): each one a comparison with /proc. */
+  reconciles: number;
 }
 
 export interface TrackerStatus {
@@ -272,8 +298,53 @@ export interface TrackerStatus {
   watchers: number;
   /** The same instant as `since`, in milliseconds since the epoch, for scripts. */
   sinceUnixMs: number;
+  /** How /proc scans map sockets to processes: the native fd walk, or the JS one and why. */
+  fdWalk: string;
+  delivery:
+    | DeliveryCounters
+    | undefined;
+  /** While eBPF is live: the program attached to each kernel hook and why. Empty otherwise. */
+  attachments: ProgramAttachment[];
   /** NAT mapping from conntrack: on or off, and why. */
   conntrack: ConntrackStatus | undefined;
+}
+
+/** How handing closed connections to clients went. */
+export interface DeliveryCounters {
+  /**
+   * Report answers that did not reach their client (failed, cancelled, past the deadline, reset by
+   * the client while still being written): their closes were offered again on the next Report.
+   */
+  grpcReportsUndelivered: number;
+  /**
+   * Scope /report bodies not sent whole (the probe went away first, e.g. its 500 ms deadline):
+   * their closes were kept for its next request. A HEAD delivers nothing and is not counted.
+   */
+  scopeBodiesUndelivered: number;
+  /**
+   * Client ids forgotten because their kind (gRPC, Scope) held the most allowed, least recently
+   * asking first; such a client starts over with first_report on its next call.
+   */
+  clientsEvicted: number;
+  /** Client ids forgotten after not asking for the client expiry. */
+  clientsExpired: number;
+  /**
+   * Real closes of connections the table had evicted at its cap (published as closed when evicted,
+   * not again; not counted in closes_of_unknown).
+   */
+  closesOfEvicted: number;
+}
+
+/** Which BPF program serves one kernel hook on this kernel. */
+export interface ProgramAttachment {
+  /** "inet_sock_set_state", "sys_exit_accept", "sys_exit_accept4". */
+  hook: string;
+  /** "tp_btf" (BTF raw tracepoint) or "tracepoint" (classic); empty when the hook is not attached. */
+  type: string;
+  /** The program's ELF section in the BPF object; empty when not attached. */
+  program: string;
+  /** Why this type, and why not the preferred one. */
+  reason: string;
 }
 
 export interface ConntrackStatus {
@@ -1119,6 +1190,15 @@ function createBaseTrackerCounters(): TrackerCounters {
     evictions: 0,
     skipped: 0,
     malformedRecords: 0,
+    badSizeRecords: 0,
+    acceptNoSock: 0,
+    connectNoPid: 0,
+    lateEvents: 0,
+    scanErrors: 0,
+    scanFailures: 0,
+    reconcileKept: 0,
+    internalErrors: 0,
+    reconciles: 0,
   };
 }
 
@@ -1162,6 +1242,33 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     }
     if (message.malformedRecords !== 0) {
       writer.uint32(104).uint64(message.malformedRecords);
+    }
+    if (message.badSizeRecords !== 0) {
+      writer.uint32(240).uint64(message.badSizeRecords);
+    }
+    if (message.acceptNoSock !== 0) {
+      writer.uint32(248).uint64(message.acceptNoSock);
+    }
+    if (message.connectNoPid !== 0) {
+      writer.uint32(256).uint64(message.connectNoPid);
+    }
+    if (message.lateEvents !== 0) {
+      writer.uint32(264).uint64(message.lateEvents);
+    }
+    if (message.scanErrors !== 0) {
+      writer.uint32(272).uint64(message.scanErrors);
+    }
+    if (message.scanFailures !== 0) {
+      writer.uint32(280).uint64(message.scanFailures);
+    }
+    if (message.reconcileKept !== 0) {
+      writer.uint32(288).uint64(message.reconcileKept);
+    }
+    if (message.internalErrors !== 0) {
+      writer.uint32(296).uint64(message.internalErrors);
+    }
+    if (message.reconciles !== 0) {
+      writer.uint32(304).uint64(message.reconciles);
     }
     return writer;
   },
@@ -1283,6 +1390,78 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
             message.malformedRecords = longToNumber(reader.uint64());
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.badSizeRecords = longToNumber(reader.uint64());
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.acceptNoSock = longToNumber(reader.uint64());
+            continue;
+          }
+          case 32: {
+            if (tag !== 256) {
+              break;
+            }
+
+            message.connectNoPid = longToNumber(reader.uint64());
+            continue;
+          }
+          case 33: {
+            if (tag !== 264) {
+              break;
+            }
+
+            message.lateEvents = longToNumber(reader.uint64());
+            continue;
+          }
+          case 34: {
+            if (tag !== 272) {
+              break;
+            }
+
+            message.scanErrors = longToNumber(reader.uint64());
+            continue;
+          }
+          case 35: {
+            if (tag !== 280) {
+              break;
+            }
+
+            message.scanFailures = longToNumber(reader.uint64());
+            continue;
+          }
+          case 36: {
+            if (tag !== 288) {
+              break;
+            }
+
+            message.reconcileKept = longToNumber(reader.uint64());
+            continue;
+          }
+          case 37: {
+            if (tag !== 296) {
+              break;
+            }
+
+            message.internalErrors = longToNumber(reader.uint64());
+            continue;
+          }
+          case 38: {
+            if (tag !== 304) {
+              break;
+            }
+
+            message.reconciles = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1338,6 +1517,47 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
         : isSet(object.malformed_records)
         ? globalThis.Number(object.malformed_records)
         : 0,
+      badSizeRecords: isSet(object.badSizeRecords)
+        ? globalThis.Number(object.badSizeRecords)
+        : isSet(object.bad_size_records)
+        ? globalThis.Number(object.bad_size_records)
+        : 0,
+      acceptNoSock: isSet(object.acceptNoSock)
+        ? globalThis.Number(object.acceptNoSock)
+        : isSet(object.accept_no_sock)
+        ? globalThis.Number(object.accept_no_sock)
+        : 0,
+      connectNoPid: isSet(object.connectNoPid)
+        ? globalThis.Number(object.connectNoPid)
+        : isSet(object.connect_no_pid)
+        ? globalThis.Number(object.connect_no_pid)
+        : 0,
+      lateEvents: isSet(object.lateEvents)
+        ? globalThis.Number(object.lateEvents)
+        : isSet(object.late_events)
+        ? globalThis.Number(object.late_events)
+        : 0,
+      scanErrors: isSet(object.scanErrors)
+        ? globalThis.Number(object.scanErrors)
+        : isSet(object.scan_errors)
+        ? globalThis.Number(object.scan_errors)
+        : 0,
+      scanFailures: isSet(object.scanFailures)
+        ? globalThis.Number(object.scanFailures)
+        : isSet(object.scan_failures)
+        ? globalThis.Number(object.scan_failures)
+        : 0,
+      reconcileKept: isSet(object.reconcileKept)
+        ? globalThis.Number(object.reconcileKept)
+        : isSet(object.reconcile_kept)
+        ? globalThis.Number(object.reconcile_kept)
+        : 0,
+      internalErrors: isSet(object.internalErrors)
+        ? globalThis.Number(object.internalErrors)
+        : isSet(object.internal_errors)
+        ? globalThis.Number(object.internal_errors)
+        : 0,
+      reconciles: isSet(object.reconciles) ? globalThis.Number(object.reconciles) : 0,
     };
   },
 
@@ -1382,6 +1602,33 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     if (message.malformedRecords !== 0) {
       obj.malformedRecords = Math.round(message.malformedRecords);
     }
+    if (message.badSizeRecords !== 0) {
+      obj.badSizeRecords = Math.round(message.badSizeRecords);
+    }
+    if (message.acceptNoSock !== 0) {
+      obj.acceptNoSock = Math.round(message.acceptNoSock);
+    }
+    if (message.connectNoPid !== 0) {
+      obj.connectNoPid = Math.round(message.connectNoPid);
+    }
+    if (message.lateEvents !== 0) {
+      obj.lateEvents = Math.round(message.lateEvents);
+    }
+    if (message.scanErrors !== 0) {
+      obj.scanErrors = Math.round(message.scanErrors);
+    }
+    if (message.scanFailures !== 0) {
+      obj.scanFailures = Math.round(message.scanFailures);
+    }
+    if (message.reconcileKept !== 0) {
+      obj.reconcileKept = Math.round(message.reconcileKept);
+    }
+    if (message.internalErrors !== 0) {
+      obj.internalErrors = Math.round(message.internalErrors);
+    }
+    if (message.reconciles !== 0) {
+      obj.reconciles = Math.round(message.reconciles);
+    }
     return obj;
   },
 
@@ -1403,6 +1650,15 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     message.evictions = object.evictions ?? 0;
     message.skipped = object.skipped ?? 0;
     message.malformedRecords = object.malformedRecords ?? 0;
+    message.badSizeRecords = object.badSizeRecords ?? 0;
+    message.acceptNoSock = object.acceptNoSock ?? 0;
+    message.connectNoPid = object.connectNoPid ?? 0;
+    message.lateEvents = object.lateEvents ?? 0;
+    message.scanErrors = object.scanErrors ?? 0;
+    message.scanFailures = object.scanFailures ?? 0;
+    message.reconcileKept = object.reconcileKept ?? 0;
+    message.internalErrors = object.internalErrors ?? 0;
+    message.reconciles = object.reconciles ?? 0;
     return message;
   },
 };
@@ -1416,6 +1672,9 @@ function createBaseTrackerStatus(): TrackerStatus {
     clients: 0,
     watchers: 0,
     sinceUnixMs: 0,
+    fdWalk: "",
+    delivery: undefined,
+    attachments: [],
     conntrack: undefined,
   };
 }
@@ -1443,8 +1702,17 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     if (message.sinceUnixMs !== 0) {
       writer.uint32(56).int64(message.sinceUnixMs);
     }
+    if (message.fdWalk !== "") {
+      writer.uint32(162).string(message.fdWalk);
+    }
+    if (message.delivery !== undefined) {
+      DeliveryCounters.encode(message.delivery, writer.uint32(66).fork()).join();
+    }
+    for (const v of message.attachments) {
+      ProgramAttachment.encode(v!, writer.uint32(170).fork()).join();
+    }
     if (message.conntrack !== undefined) {
-      ConntrackStatus.encode(message.conntrack, writer.uint32(66).fork()).join();
+      ConntrackStatus.encode(message.conntrack, writer.uint32(178).fork()).join();
     }
     return writer;
   },
@@ -1518,8 +1786,32 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
             message.sinceUnixMs = longToNumber(reader.int64());
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.fdWalk = reader.string();
+            continue;
+          }
           case 8: {
             if (tag !== 66) {
+              break;
+            }
+
+            message.delivery = DeliveryCounters.decode(reader, reader.uint32());
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.attachments.push(ProgramAttachment.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 22: {
+            if (tag !== 178) {
               break;
             }
 
@@ -1551,6 +1843,15 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
         : isSet(object.since_unix_ms)
         ? globalThis.Number(object.since_unix_ms)
         : 0,
+      fdWalk: isSet(object.fdWalk)
+        ? globalThis.String(object.fdWalk)
+        : isSet(object.fd_walk)
+        ? globalThis.String(object.fd_walk)
+        : "",
+      delivery: isSet(object.delivery) ? DeliveryCounters.fromJSON(object.delivery) : undefined,
+      attachments: globalThis.Array.isArray(object?.attachments)
+        ? object.attachments.map((e: any) => ProgramAttachment.fromJSON(e))
+        : [],
       conntrack: isSet(object.conntrack) ? ConntrackStatus.fromJSON(object.conntrack) : undefined,
     };
   },
@@ -1578,6 +1879,15 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     if (message.sinceUnixMs !== 0) {
       obj.sinceUnixMs = Math.round(message.sinceUnixMs);
     }
+    if (message.fdWalk !== "") {
+      obj.fdWalk = message.fdWalk;
+    }
+    if (message.delivery !== undefined) {
+      obj.delivery = DeliveryCounters.toJSON(message.delivery);
+    }
+    if (message.attachments?.length) {
+      obj.attachments = message.attachments.map((e) => ProgramAttachment.toJSON(e));
+    }
     if (message.conntrack !== undefined) {
       obj.conntrack = ConntrackStatus.toJSON(message.conntrack);
     }
@@ -1598,9 +1908,290 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     message.clients = object.clients ?? 0;
     message.watchers = object.watchers ?? 0;
     message.sinceUnixMs = object.sinceUnixMs ?? 0;
+    message.fdWalk = object.fdWalk ?? "";
+    message.delivery = (object.delivery !== undefined && object.delivery !== null)
+      ? DeliveryCounters.fromPartial(object.delivery)
+      : undefined;
+    message.attachments = object.attachments?.map((e) => ProgramAttachment.fromPartial(e)) || [];
     message.conntrack = (object.conntrack !== undefined && object.conntrack !== null)
       ? ConntrackStatus.fromPartial(object.conntrack)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseDeliveryCounters(): DeliveryCounters {
+  return {
+    grpcReportsUndelivered: 0,
+    scopeBodiesUndelivered: 0,
+    clientsEvicted: 0,
+    clientsExpired: 0,
+    closesOfEvicted: 0,
+  };
+}
+
+export const DeliveryCounters: MessageFns<DeliveryCounters> = {
+  encode(message: DeliveryCounters, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.grpcReportsUndelivered !== 0) {
+      writer.uint32(8).uint64(message.grpcReportsUndelivered);
+    }
+    if (message.scopeBodiesUndelivered !== 0) {
+      writer.uint32(16).uint64(message.scopeBodiesUndelivered);
+    }
+    if (message.clientsEvicted !== 0) {
+      writer.uint32(24).uint64(message.clientsEvicted);
+    }
+    if (message.clientsExpired !== 0) {
+      writer.uint32(32).uint64(message.clientsExpired);
+    }
+    if (message.closesOfEvicted !== 0) {
+      writer.uint32(40).uint64(message.closesOfEvicted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeliveryCounters {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeliveryCounters();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.grpcReportsUndelivered = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.scopeBodiesUndelivered = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.clientsEvicted = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.clientsExpired = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.closesOfEvicted = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeliveryCounters {
+    return {
+      grpcReportsUndelivered: isSet(object.grpcReportsUndelivered)
+        ? globalThis.Number(object.grpcReportsUndelivered)
+        : isSet(object.grpc_reports_undelivered)
+        ? globalThis.Number(object.grpc_reports_undelivered)
+        : 0,
+      scopeBodiesUndelivered: isSet(object.scopeBodiesUndelivered)
+        ? globalThis.Number(object.scopeBodiesUndelivered)
+        : isSet(object.scope_bodies_undelivered)
+        ? globalThis.Number(object.scope_bodies_undelivered)
+        : 0,
+      clientsEvicted: isSet(object.clientsEvicted)
+        ? globalThis.Number(object.clientsEvicted)
+        : isSet(object.clients_evicted)
+        ? globalThis.Number(object.clients_evicted)
+        : 0,
+      clientsExpired: isSet(object.clientsExpired)
+        ? globalThis.Number(object.clientsExpired)
+        : isSet(object.clients_expired)
+        ? globalThis.Number(object.clients_expired)
+        : 0,
+      closesOfEvicted: isSet(object.closesOfEvicted)
+        ? globalThis.Number(object.closesOfEvicted)
+        : isSet(object.closes_of_evicted)
+        ? globalThis.Number(object.closes_of_evicted)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeliveryCounters): unknown {
+    const obj: any = {};
+    if (message.grpcReportsUndelivered !== 0) {
+      obj.grpcReportsUndelivered = Math.round(message.grpcReportsUndelivered);
+    }
+    if (message.scopeBodiesUndelivered !== 0) {
+      obj.scopeBodiesUndelivered = Math.round(message.scopeBodiesUndelivered);
+    }
+    if (message.clientsEvicted !== 0) {
+      obj.clientsEvicted = Math.round(message.clientsEvicted);
+    }
+    if (message.clientsExpired !== 0) {
+      obj.clientsExpired = Math.round(message.clientsExpired);
+    }
+    if (message.closesOfEvicted !== 0) {
+      obj.closesOfEvicted = Math.round(message.closesOfEvicted);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeliveryCounters>): DeliveryCounters {
+    return DeliveryCounters.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeliveryCounters>): DeliveryCounters {
+    const message = createBaseDeliveryCounters();
+    message.grpcReportsUndelivered = object.grpcReportsUndelivered ?? 0;
+    message.scopeBodiesUndelivered = object.scopeBodiesUndelivered ?? 0;
+    message.clientsEvicted = object.clientsEvicted ?? 0;
+    message.clientsExpired = object.clientsExpired ?? 0;
+    message.closesOfEvicted = object.closesOfEvicted ?? 0;
+    return message;
+  },
+};
+
+function createBaseProgramAttachment(): ProgramAttachment {
+  return { hook: "", type: "", program: "", reason: "" };
+}
+
+export const ProgramAttachment: MessageFns<ProgramAttachment> = {
+  encode(message: ProgramAttachment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hook !== "") {
+      writer.uint32(10).string(message.hook);
+    }
+    if (message.type !== "") {
+      writer.uint32(18).string(message.type);
+    }
+    if (message.program !== "") {
+      writer.uint32(26).string(message.program);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProgramAttachment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProgramAttachment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hook = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.type = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.program = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ProgramAttachment {
+    return {
+      hook: isSet(object.hook) ? globalThis.String(object.hook) : "",
+      type: isSet(object.type) ? globalThis.String(object.type) : "",
+      program: isSet(object.program) ? globalThis.String(object.program) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: ProgramAttachment): unknown {
+    const obj: any = {};
+    if (message.hook !== "") {
+      obj.hook = message.hook;
+    }
+    if (message.type !== "") {
+      obj.type = message.type;
+    }
+    if (message.program !== "") {
+      obj.program = message.program;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ProgramAttachment>): ProgramAttachment {
+    return ProgramAttachment.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ProgramAttachment>): ProgramAttachment {
+    const message = createBaseProgramAttachment();
+    message.hook = object.hook ?? "";
+    message.type = object.type ?? "";
+    message.program = object.program ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -1936,10 +2527,15 @@ export const ConntrackStatus: MessageFns<ConntrackStatus> = {
 export type EndpointReporterService = typeof EndpointReporterService;
 export const EndpointReporterService = {
   /**
-   * Open connections now, plus every connection closed since this client's previous Report, each
-   * exactly once per client_id. The first Report of a client_id registers it: it carries open
-   * connections only, and closes are kept for it from then on. A client that stops asking for
-   * longer than the server's client expiry (2 minutes by default) is forgotten.
+   * Open connections now, plus every connection closed since the last answer that reached this
+   * client, each exactly once per client_id: closes count as delivered when the answer has been
+   * written out whole with an OK status before the deadline; an answer that failed, was cancelled
+   * or was reset by the client (e.g. past its receive limit) while being written leaves them for
+   * the next call. The first Report of a client_id registers it: it carries open connections
+   * only, and closes are kept for it from then on. A client that stops asking for longer than the
+   * server's client expiry (2 minutes by default) is forgotten; so is the least recently asking
+   * one when more than 256 client ids are registered. Concurrent Reports under one client_id may
+   * carry the same closes.
    *
    * An empty client_id is an anonymous reader: it gets the open connections only, never closed
    * ones, because nobody could tell which closes an anonymous caller has already seen.
@@ -1981,10 +2577,15 @@ export const EndpointReporterService = {
 
 export interface EndpointReporterServer extends UntypedServiceImplementation {
   /**
-   * Open connections now, plus every connection closed since this client's previous Report, each
-   * exactly once per client_id. The first Report of a client_id registers it: it carries open
-   * connections only, and closes are kept for it from then on. A client that stops asking for
-   * longer than the server's client expiry (2 minutes by default) is forgotten.
+   * Open connections now, plus every connection closed since the last answer that reached this
+   * client, each exactly once per client_id: closes count as delivered when the answer has been
+   * written out whole with an OK status before the deadline; an answer that failed, was cancelled
+   * or was reset by the client (e.g. past its receive limit) while being written leaves them for
+   * the next call. The first Report of a client_id registers it: it carries open connections
+   * only, and closes are kept for it from then on. A client that stops asking for longer than the
+   * server's client expiry (2 minutes by default) is forgotten; so is the least recently asking
+   * one when more than 256 client ids are registered. Concurrent Reports under one client_id may
+   * carry the same closes.
    *
    * An empty client_id is an anonymous reader: it gets the open connections only, never closed
    * ones, because nobody could tell which closes an anonymous caller has already seen.
@@ -2002,10 +2603,15 @@ export interface EndpointReporterServer extends UntypedServiceImplementation {
 
 export interface EndpointReporterClient extends Client {
   /**
-   * Open connections now, plus every connection closed since this client's previous Report, each
-   * exactly once per client_id. The first Report of a client_id registers it: it carries open
-   * connections only, and closes are kept for it from then on. A client that stops asking for
-   * longer than the server's client expiry (2 minutes by default) is forgotten.
+   * Open connections now, plus every connection closed since the last answer that reached this
+   * client, each exactly once per client_id: closes count as delivered when the answer has been
+   * written out whole with an OK status before the deadline; an answer that failed, was cancelled
+   * or was reset by the client (e.g. past its receive limit) while being written leaves them for
+   * the next call. The first Report of a client_id registers it: it carries open connections
+   * only, and closes are kept for it from then on. A client that stops asking for longer than the
+   * server's client expiry (2 minutes by default) is forgotten; so is the least recently asking
+   * one when more than 256 client ids are registered. Concurrent Reports under one client_id may
+   * carry the same closes.
    *
    * An empty client_id is an anonymous reader: it gets the open connections only, never closed
    * ones, because nobody could tell which closes an anonymous caller has already seen.

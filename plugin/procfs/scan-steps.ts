@@ -10,17 +10,17 @@
  *    namespaces, and a socket that moved to a process in another namespace is still found);
  * 4. comm of the owners only.
  */
-import { readdirSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import type { Connection } from "../model/connection.ts";
 import { AddressDecoder } from "./address-decoder.ts";
 import type { FdWalker, FdWalkerKind } from "./fd-walk.ts";
 import { InodeIndex } from "./inode-index.ts";
 import { bracketedInode, isPidName } from "./links.ts";
 import { readLink, readSmallText, readTable } from "./proc-io.ts";
-import { TcpState, TcpTableParser } from "./tcp-table.ts";
+import { OPEN_TCP_STATES, TcpState, TcpTableParser } from "./tcp-table.ts";
 
 export interface ProcScan {
-  /** ESTABLISHED sockets, one per local socket, in every namespace. */
+  /** Open sockets (OPEN_TCP_STATES), one per local socket, in every namespace. */
   connections: Connection[];
   /** Listening TCP ports (IPv4 and IPv6) per network namespace inode. */
   listening: Map<number, Set<number>>;
@@ -29,6 +29,16 @@ export interface ProcScan {
   skippedLines: number;
   /** Reads that failed for a reason other than the process vanishing (EACCES, bad links, ...). */
   errors: number;
+  /**
+   * Namespaces whose net/tcp or net/tcp6 could not be read in full: what the scan found there is
+   * real, but a connection missing from it may only be unread, so nothing of theirs may be closed.
+   */
+  unreadNamespaces: Set<number>;
+  /**
+   * Processes whose network namespace could not be read (not because they vanished): a namespace
+   * absent from this scan may then be unreadable rather than gone.
+   */
+  unplacedProcesses: number;
   /** Which walk mapped sockets to processes: the native addon's or the JS one. */
   fdWalker: FdWalkerKind;
   durationMs: number;
@@ -41,7 +51,10 @@ const TABLE_BUFFER_BYTES = 64 * 1024;
 
 export function* scanSteps(procRoot: string, decoder: AddressDecoder, walker: FdWalker): Generator<void, ProcScan> {
   const started = performance.now();
-  const result: ProcScan = { connections: [], listening: new Map(), namespaces: 0, skippedLines: 0, errors: 0, fdWalker: walker.kind, durationMs: 0 };
+  const result: ProcScan = {
+    connections: [], listening: new Map(), namespaces: 0, skippedLines: 0, errors: 0,
+    unreadNamespaces: new Set(), unplacedProcesses: 0, fdWalker: walker.kind, durationMs: 0,
+  };
   const root = procRoot.endsWith("/") && procRoot.length > 1 ? procRoot.slice(0, -1) : procRoot;
   const pids = listPids(root);
   const byNamespace = yield* groupByNamespace(root, pids, result);
@@ -69,13 +82,18 @@ function* groupByNamespace(root: string, pids: number[], result: ProcScan): Gene
     const link = readLink(`${root}/${pids[i]}/ns/net`);
     if (link.ok) {
       const netns = bracketedInode(link.value, "net:[");
-      if (netns === 0) result.errors++;
-      else {
+      if (netns === 0) {
+        result.errors++;
+        result.unplacedProcesses++;
+      } else {
         const members = byNamespace.get(netns);
         if (members === undefined) byNamespace.set(netns, [pids[i]]);
         else members.push(pids[i]);
       }
-    } else if (!link.vanished) result.errors++;
+    } else if (!link.vanished) {
+      result.errors++;
+      result.unplacedProcesses++;
+    }
     if (i % STEP === STEP - 1) yield;
   }
   return byNamespace;
@@ -95,7 +113,7 @@ function* readNamespaceTables(root: string, netns: number, members: number[], { 
   const first = result.connections.length;
   const parser = new TcpTableParser({
     decoder,
-    states: [TcpState.established, TcpState.listen],
+    states: [...OPEN_TCP_STATES, TcpState.listen],
     onRow: (state, localAddress, localPort, remoteAddress, remotePort, inode) => {
       if (state === TcpState.listen) return void listening.add(localPort);
       // Inode 0: still in the accept queue, no process holds it yet. A table read in several
@@ -107,18 +125,11 @@ function* readNamespaceTables(root: string, netns: number, members: number[], { 
       });
     },
   });
-  for (const pid of members) {
-    const tcp = yield* readTable(`${root}/${pid}/net/tcp`, buffer, parser);
-    if (!tcp.ok) {
-      if (tcp.vanished) continue;
-      // Every process in the namespace shows the same table: another try would fail alike.
-      result.errors++;
-      break;
-    }
-    // Absent when the host runs with IPv6 disabled.
-    const tcp6 = yield* readTable(`${root}/${pid}/net/tcp6`, buffer, parser);
-    if (!tcp6.ok && !tcp6.vanished) result.errors++;
-    break;
+  // Each family on its own: a failed net/tcp must not leave net/tcp6 unread.
+  for (const family of ["tcp", "tcp6"] as const) {
+    const read = yield* readFamily(root, family, members, buffer, parser);
+    if (read === "failed") result.errors++;
+    if (read === "failed" || read === "unread") result.unreadNamespaces.add(netns);
   }
   result.skippedLines += parser.skipped;
   result.listening.set(netns, listening);
@@ -126,6 +137,22 @@ function* readNamespaceTables(root: string, netns: number, members: number[], { 
     const c = result.connections[i];
     if (listening.has(c.localPort)) c.direction = "incoming";
   }
+}
+
+/**
+ * One table of a namespace through the first of its processes still there. "absent": the file is
+ * not there although its process is (net/tcp6 on a host with IPv6 disabled). "unread": every
+ * process vanished first. "failed": a read error (every process shows the same table, so another
+ * try would fail alike).
+ */
+function* readFamily(root: string, family: "tcp" | "tcp6", members: number[], buffer: Uint8Array, parser: TcpTableParser): Generator<void, "read" | "absent" | "unread" | "failed"> {
+  for (const pid of members) {
+    const table = yield* readTable(`${root}/${pid}/net/${family}`, buffer, parser);
+    if (table.ok) return "read";
+    if (!table.vanished) return "failed";
+    if (family === "tcp6" && existsSync(`${root}/${pid}/net`)) return "absent";
+  }
+  return "unread";
 }
 
 /** Sets `pid` on every connection whose socket some process holds; returns the owner pids. */

@@ -21,6 +21,8 @@ export interface ScanOptions {
   sliceMs?: number;
   /** Which fd walk maps sockets to processes; the native addon's when it is built, by default. */
   fdWalker?: FdWalkerKind;
+  /** scanProc only: abandons the scan at its next slice (it rejects with the signal's reason). */
+  signal?: AbortSignal;
 }
 
 const DEFAULT_SLICE_MS = 10;
@@ -30,12 +32,19 @@ const decoder = new AddressDecoder();
 export async function scanProc(options: ScanOptions = {}): Promise<ProcScan> {
   const sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
   const steps = scanSteps(options.procRoot ?? "/proc", decoder, fdWalker(options.fdWalker));
+  const signal = options.signal;
+  signal?.throwIfAborted();
   let sliceStart = performance.now();
   for (;;) {
     const step = steps.next();
     if (step.done) return step.value;
     if (performance.now() - sliceStart >= sliceMs) {
       await nextTurn();
+      if (signal?.aborted) {
+        // Closes the generator: the directory or file it has open is closed by its finally blocks.
+        steps.return(undefined as never);
+        signal.throwIfAborted();
+      }
       sliceStart = performance.now();
     }
   }

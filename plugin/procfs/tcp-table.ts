@@ -8,6 +8,10 @@
  * MAX_LINE_BYTES, or cut short. Every kernel prints more fields after the inode (refcount, socket
  * pointer, ...), so a line must go on past it: a line cut inside the inode is not taken for a
  * shorter inode. The header line is neither a row nor skipped.
+ *
+ * A time-wait remnant (the kernel's inet_timewait_sock, timer 3) is printed with its substate, so a
+ * connection whose closing side has already let go of its socket can show as FIN_WAIT2: such rows
+ * are reported as TIME_WAIT, which is what they are.
  */
 import { AddressDecoder } from "./address-decoder.ts";
 
@@ -26,6 +30,15 @@ export const TcpState = {
   closing: 0x0b,
   newSynRecv: 0x0c,
 } as const;
+
+/**
+ * Open, as Scope's procspy counts it (probe/endpoint/procspy/procnet.go): established or half-closed.
+ * The eBPF side (bpf/tracker.bpf.c, is_open_state) reports a close when a connection leaves this set.
+ */
+export const OPEN_TCP_STATES: readonly number[] = [TcpState.established, TcpState.finWait1, TcpState.finWait2, TcpState.closeWait];
+
+/** The tr column of a time-wait remnant (get_timewait4_sock / get_timewait6_sock). */
+const TIME_WAIT_TIMER = 3;
 
 /** Real lines are under 200 bytes; anything this long is not one. */
 export const MAX_LINE_BYTES = 1024;
@@ -158,13 +171,14 @@ export class TcpTableParser {
     while (p < e && b[p] === SPACE) p++;
 
     if (p + 3 > e || (HEX[b[p]] | HEX[b[p + 1]]) < 0 || b[p + 2] !== SPACE) return void this.skipped++;
-    const state = (HEX[b[p]] << 4) | HEX[b[p + 1]];
+    let state = (HEX[b[p]] << 4) | HEX[b[p + 1]];
     p += 2;
 
-    // tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout: present, not needed.
+    // tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout: present; only tr is needed.
     for (let field = 0; field < 5; field++) {
       while (p < e && b[p] === SPACE) p++;
       if (p === e) return void this.skipped++;
+      if (field === 1 && p + 2 < e && b[p + 2] === COLON && ((HEX[b[p]] << 4) | HEX[b[p + 1]]) === TIME_WAIT_TIMER) state = TcpState.timeWait;
       while (p < e && b[p] !== SPACE) p++;
     }
     while (p < e && b[p] === SPACE) p++;

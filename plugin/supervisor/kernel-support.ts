@@ -52,3 +52,49 @@ export function checkKernel(facts: KernelFacts): KernelVerdict {
   if (!facts.btfPresent) return { supported: false, reason: "kernel has no BTF (/sys/kernel/btf/vmlinux missing): CO-RE programs cannot load" };
   return { supported: true };
 }
+
+/**
+ * What the loader attaches to each hook, by kernel (native/src/attach_plan.c makes the choice at load;
+ * this table says what it should choose, and test/kernel/* check the two agree on every kernel of the
+ * matrix). Rows for a hook are in order of preference.
+ */
+export interface AttachRule {
+  hook: string;
+  type: "tp_btf" | "tracepoint";
+  /** First kernel with it, [major, minor]. */
+  since: readonly [number, number];
+  needsBtf: boolean;
+  /** When the kernel skips a run of this program, and whether it counts the skip (our `skipped`). */
+  skips: string;
+}
+
+export const attachTable: readonly AttachRule[] = [
+  {
+    hook: "inet_sock_set_state", type: "tp_btf", since: [5, 5], needsBtf: true,
+    skips: "only when this same program is already running on the CPU (its own guard); the kernel counts it as the program's recursion_misses",
+  },
+  {
+    hook: "inet_sock_set_state", type: "tracepoint", since: [4, 16], needsBtf: false,
+    skips: "whenever any kprobe or tracepoint program is running on the CPU (bpf_prog_active); counted only by kernels with missed stats (6.18 yes, 6.1 and 5.10 silently)",
+  },
+  {
+    hook: "sys_exit_accept", type: "tracepoint", since: [4, 4], needsBtf: false,
+    skips: "as any classic tracepoint, but it runs in process context at the syscall's exit, with nothing of ours underneath",
+  },
+  {
+    hook: "sys_exit_accept4", type: "tracepoint", since: [4, 4], needsBtf: false,
+    skips: "as sys_exit_accept",
+  },
+];
+
+/** The program type the table expects on `facts`'s kernel for each hook (null: the hook cannot be attached). */
+export function expectedAttachments(facts: KernelFacts): Array<{ hook: string; type: AttachRule["type"] | null }> {
+  const parts = RELEASE.exec(facts.release);
+  const version: [number, number] = parts === null ? [0, 0] : [Number(parts[1]), Number(parts[2])];
+  const atLeast = (since: readonly [number, number]) => version[0] > since[0] || (version[0] === since[0] && version[1] >= since[1]);
+  const hooks = [...new Set(attachTable.map((rule) => rule.hook))];
+  return hooks.map((hook) => {
+    const rule = attachTable.find((r) => r.hook === hook && atLeast(r.since) && (!r.needsBtf || facts.btfPresent));
+    return { hook, type: rule?.type ?? null };
+  });
+}

@@ -7,10 +7,13 @@
  * - program runs the kernel skipped (BPF recursion protection) are healed the same way, never escalated;
  * - any other death restarts and re-seeds the tracker if the previous death was over a minute ago,
  *   otherwise /proc takes over;
- * - while on /proc, eBPF is retried with a growing back-off.
+ * - while on /proc, eBPF is retried with a growing back-off;
+ * - with --source ebpf there is no fallback, but there is no freeze either: while the tracker is
+ *   down /proc scans keep the table honest (status says so) and eBPF is restarted within seconds;
+ * - a scan that failed, or did not read a namespace in full, never closes what it did not see.
  */
 import { EbpfTracker, type EbpfTrackerHooks, type EbpfTrackerOptions } from "../ebpf/ebpf-tracker.ts";
-import { describeError, PluginError } from "../errors.ts";
+import { describeError, errorCode, PluginError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Connection, Direction, SourceKind } from "../model/connection.ts";
 import { emptyCounters, type TrackerStatus } from "../model/status.ts";
@@ -21,15 +24,26 @@ import { reconcileTable } from "./reconcile.ts";
 export type SourceChoice = "auto" | "ebpf" | "procfs";
 
 /** What the supervisor needs of a live tracker; EbpfTracker is the one real implementation. */
-export type LiveTracker = Pick<EbpfTracker, "start" | "stop" | "flush" | "counters" | "attachedPrograms" | "eventsReceived" | "heldBack" | "malformedRecords">;
+export type LiveTracker = Pick<EbpfTracker, "start" | "stop" | "flush" | "counters" | "attachedPrograms" | "eventsReceived" | "heldBack" | "malformedRecords">
+  & Partial<Pick<EbpfTracker, "lateEvents" | "badSizeRecords" | "attachments">>;
+
+/** What a /proc (or other) scan found, and which namespaces it can vouch for. */
+export interface ScanOutcome {
+  connections: readonly Connection[];
+  /** Reads that failed (not a process vanishing). */
+  errors?: number;
+  /** Whether the scan read every connection of this namespace; absent: it read them all. */
+  readInFull?: (netns: number) => boolean;
+}
+export type Scanner = (signal: AbortSignal) => Promise<readonly Connection[] | ScanOutcome>;
 export type TrackerFactory = (table: ConnectionTable, hooks: EbpfTrackerHooks, options: EbpfTrackerOptions) => LiveTracker;
 
 export interface SupervisorOptions {
   source: SourceChoice;
   kernel: KernelFacts;
   ebpf: EbpfTrackerOptions;
-  /** Scans /proc (all namespaces) for established connections. */
-  scan: () => Promise<readonly Connection[]>;
+  /** Scans /proc (all namespaces) for established connections; `signal` abandons it (stop). */
+  scan: Scanner;
   heuristic: (localPort: number, remotePort: number) => Direction;
   reconcileIntervalMs: number;
   procPollIntervalMs: number;
@@ -37,15 +51,19 @@ export interface SupervisorOptions {
   deathWindowMs: number;
   firstRetryMs: number;
   maxRetryMs: number;
+  /** --source ebpf: restart back-off after a death (short: nothing else will bring eBPF back). */
+  requiredRetryFirstMs?: number;
+  requiredRetryMaxMs?: number;
+  /** Loss in every counter poll for this long means the ring cannot keep up at all. */
+  sustainedLossMs?: number;
+  /** Which fd walk /proc scans use and why, for status. */
+  fdWalk?: () => string;
   /** At most one healing reconcile per this interval for skipped program runs. */
   skipHealSpacingMs?: number;
   now?: () => number;
   /** Only tests replace this: the kernel's loss and skip counters cannot be made to move on demand. */
   createTracker?: TrackerFactory;
 }
-
-/** Loss in every counter poll for this long means the ring cannot keep up at all. */
-const SUSTAINED_LOSS_MS = 10_000;
 
 export const defaultPolicy = {
   reconcileIntervalMs: 60_000,
@@ -55,6 +73,9 @@ export const defaultPolicy = {
   maxRetryMs: 60 * 60_000,
   /** A scan of 100k connections costs about a second of CPU: steady skipping must not mean steady scanning. */
   skipHealSpacingMs: 10_000,
+  requiredRetryFirstMs: 1_000,
+  requiredRetryMaxMs: 30_000,
+  sustainedLossMs: 10_000,
 };
 
 export class Supervisor {
@@ -63,11 +84,15 @@ export class Supervisor {
   readonly #log: Logger;
   readonly #now: () => number;
   #tracker: LiveTracker | undefined;
+  /** When the live tracker started: a death after deathWindowMs of life resets the retry back-off. */
+  #trackerStartedMs = 0;
   #source: SourceKind = "procfs";
   #since: number;
   #reason = "starting";
   #closeSinks = new Set<Set<string>>();
   #scanChain: Promise<unknown> = Promise.resolve();
+  /** Aborted by stop(): a scan in flight is abandoned, not waited for. */
+  readonly #stopSignal = new AbortController();
   #reconcileTimer: ReturnType<typeof setInterval> | undefined;
   #pollTimer: ReturnType<typeof setInterval> | undefined;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
@@ -78,6 +103,8 @@ export class Supervisor {
   #skipHealTimer: ReturnType<typeof setTimeout> | undefined;
   #lastSkipHealMs = Number.NEGATIVE_INFINITY;
   #stopped = false;
+  /** The tracker being seeded: a death meanwhile fails that start instead of running the death policy beside it. */
+  #seeding: { tracker: LiveTracker; death: string | undefined } | undefined;
   #counters = emptyCounters();
   /** Totals of trackers already stopped, so restarts do not reset what status reports. */
   #retired = emptyTotals();
@@ -88,30 +115,32 @@ export class Supervisor {
     this.#log = log;
     this.#now = options.now ?? Date.now;
     this.#since = this.#now();
-    this.#retryDelayMs = options.firstRetryMs;
+    this.#retryDelayMs = this.#firstRetryMs();
   }
 
   async start(): Promise<void> {
     const { source, kernel } = this.#options;
-    if (source === "procfs") return this.#runProcfs("configured: --source procfs");
+    if (source === "procfs") return this.#runProcfs("configured: --source procfs", true);
     const verdict = checkKernel(kernel);
     if (!verdict.supported) {
       const error = new PluginError("ERR_KERNEL_UNSUPPORTED", verdict.reason);
       if (source === "ebpf") throw error;
-      return this.#runProcfs(`eBPF refused up front: ${describeError(error)}`);
+      return this.#runProcfs(`eBPF refused up front: ${describeError(error)}`, true);
     }
     try {
       await this.#runEbpf(source === "ebpf" ? "configured: --source ebpf" : `auto: kernel ${kernel.release} supports eBPF`);
     } catch (error) {
-      if (source === "ebpf") throw error;
+      if (source === "ebpf" || this.#stopped) throw error;
       this.#counters.fallbacks++;
-      await this.#runProcfs(`eBPF failed to start, fell back: ${describeError(error)}`);
+      await this.#runProcfs(`eBPF failed to start, fell back: ${describeError(error)}`, true);
       this.#scheduleRetry();
     }
   }
 
+  /** Bounded: a scan in flight is abandoned (its result thrown away), not awaited to its end. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stopSignal.abort(new PluginError("ERR_STOPPED", "the supervisor is stopping"));
     this.#clearTimers();
     this.#stopTracker();
     await this.#scanChain.catch(() => undefined);
@@ -120,21 +149,28 @@ export class Supervisor {
   status(): TrackerStatus {
     const tracker = this.#tracker;
     const live = tracker === undefined ? emptyTotals() : trackerTotals(tracker);
+    const sum = (name: keyof TrackerTotals) => this.#retired[name] + live[name];
     return {
       source: this.#source,
       sinceMs: this.#since,
       reason: this.#reason,
       counters: {
         ...this.#counters,
-        events: this.#retired.events + live.events,
-        reordersHeldBack: this.#retired.heldBack + live.heldBack,
-        failedConnects: this.#retired.failedConnects + live.failedConnects,
-        skipped: this.#retired.skipped + live.skipped,
-        malformedRecords: this.#retired.malformedRecords + live.malformedRecords,
+        events: sum("events"),
+        reordersHeldBack: sum("heldBack"),
+        failedConnects: sum("failedConnects"),
+        skipped: sum("skipped"),
+        malformedRecords: sum("malformedRecords"),
+        badSizeRecords: sum("badSizeRecords"),
+        acceptNoSock: sum("acceptNoSock"),
+        connectNoPid: sum("connectNoPid"),
+        lateEvents: sum("lateEvents"),
         connectionsTracked: this.#table.size,
         closesOfUnknown: this.#table.closesOfUnknown,
         evictions: this.#table.evictions,
       },
+      ...(this.#options.fdWalk === undefined ? {} : { fdWalk: this.#options.fdWalk() }),
+      ...(this.#source === "ebpf" && tracker?.attachments !== undefined ? { attachments: tracker.attachments() } : {}),
     };
   }
 
@@ -142,18 +178,26 @@ export class Supervisor {
   reconcileNow(): Promise<void> {
     return this.#serialScan(async () => {
       const result = await this.#scanAndReconcile();
+      this.#counters.reconciles++;
       this.#counters.reconcileAdded += result.added;
       this.#counters.reconcileRemoved += result.removed;
       if (result.added + result.removed > 0) this.#log.info("reconcile corrected the table", { ...result });
     });
   }
 
+  /**
+   * Starts a tracker and seeds the table from a scan. Whatever fails after the tracker started
+   * stops it again: a half-started tracker must not stay attached, unmanaged, beside the next one.
+   */
   async #runEbpf(reason: string): Promise<void> {
+    if (this.#stopped) throw new PluginError("ERR_STOPPED", "the supervisor is stopping");
+    this.#stopTracker();
     const create: TrackerFactory = this.#options.createTracker ?? ((table, hooks, options) => new EbpfTracker(table, hooks, options));
     const tracker = create(this.#table, {
       onLost: (count) => this.#onLost(count),
       onSkipped: (count) => this.#onSkipped(count),
-      onDead: (error) => void this.#onDeath(describeError(error)),
+      onDead: (error) => this.#handleDeath(tracker, describeError(error), errorCode(error) !== "ERR_TRACKER_MISMATCH"),
+      onInternalError: (what, error) => this.#internalError(`tracker hook ${what} threw`, error),
       onCloseKey: (key) => {
         for (const sink of this.#closeSinks) sink.add(key);
       },
@@ -161,22 +205,46 @@ export class Supervisor {
     }, this.#options.ebpf);
     tracker.start();
     this.#tracker = tracker;
+    this.#trackerStartedMs = this.#now();
+    this.#seeding = { tracker, death: undefined };
+    try {
+      // Attached first, seeded second: whatever happens during the scan is seen as an event.
+      await this.#serialScan(() => this.#scanAndReconcile());
+      if (this.#stopped) throw new PluginError("ERR_STOPPED", "the supervisor stopped while seeding");
+      const death = this.#seeding.death;
+      // Died while seeding: this start failed, with the death's own reason (the caller decides what next).
+      if (death !== undefined) throw new StartDeath(death);
+    } catch (error) {
+      if (this.#tracker === tracker) this.#stopTracker();
+      throw error;
+    } finally {
+      this.#seeding = undefined;
+    }
     this.#stopPolling();
     this.#setLive("ebpf", reason);
-    // Attached first, seeded second: whatever happens during the scan is seen as an event.
-    await this.#serialScan(() => this.#scanAndReconcile());
-    this.#log.info("eBPF tracker live", { programs: tracker.attachedPrograms(), reason });
-    this.#reconcileTimer = setInterval(() => void this.reconcileNow().catch((e) => this.#log.warn("reconcile failed", { error: describeError(e) })), this.#options.reconcileIntervalMs);
+    this.#log.info("eBPF tracker live", { programs: tracker.attachedPrograms(), attachments: tracker.attachments?.(), reason });
+    this.#reconcileTimer = setInterval(() => void this.reconcileNow().catch((e) => this.#scanFailed("reconcile", e)), this.#options.reconcileIntervalMs);
     this.#reconcileTimer.unref?.();
   }
 
-  async #runProcfs(reason: string): Promise<void> {
+  /** `atStart`: a first scan that fails is a configuration error (an unlistable proc root) and rejects. */
+  async #runProcfs(reason: string, atStart = false): Promise<void> {
     this.#stopTracker();
     this.#setLive("procfs", reason);
     this.#log.warn("tracking by /proc scans", { reason });
-    await this.#serialScan(() => this.#scanAndReconcile());
-    this.#pollTimer = setInterval(() => void this.#serialScan(() => this.#scanAndReconcile()).catch((e) => this.#log.warn("/proc scan failed", { error: describeError(e) })), this.#options.procPollIntervalMs);
+    clearInterval(this.#pollTimer);
+    this.#pollTimer = setInterval(() => void this.#serialScan(() => this.#scanAndReconcile()).catch((e) => this.#scanFailed("/proc poll", e)), this.#options.procPollIntervalMs);
     this.#pollTimer.unref?.();
+    try {
+      await this.#serialScan(() => this.#scanAndReconcile());
+    } catch (error) {
+      if (atStart) {
+        this.#stopPolling();
+        throw error;
+      }
+      // The polls go on: one failed scan is not a reason to leave the table unwatched.
+      this.#scanFailed("/proc scan", error);
+    }
   }
 
   /**
@@ -187,16 +255,17 @@ export class Supervisor {
   #onLost(count: number): void {
     this.#counters.lost += count;
     const now = this.#now();
+    const sustainedMs = this.#options.sustainedLossMs ?? defaultPolicy.sustainedLossMs;
     if (this.#lossEpisode === undefined) {
       const repeated = now - this.#lastLossEpisodeEndMs < this.#options.deathWindowMs;
       this.#log.warn("eBPF events lost", { count, repeated });
       if (repeated) {
-        void this.#onDeath(`events lost twice within ${this.#options.deathWindowMs} ms (${count} this time)`, false);
+        this.#handleDeath(this.#tracker, `events lost twice within ${this.#options.deathWindowMs} ms (${count} this time)`, false);
         return;
       }
       this.#lossEpisode = { startMs: now, quietTimer: undefined };
-    } else if (now - this.#lossEpisode.startMs > SUSTAINED_LOSS_MS) {
-      void this.#onDeath(`events lost without pause for over ${SUSTAINED_LOSS_MS} ms`, false);
+    } else if (now - this.#lossEpisode.startMs > sustainedMs) {
+      this.#handleDeath(this.#tracker, `events lost without pause for over ${sustainedMs} ms`, false);
       return;
     }
     const episode = this.#lossEpisode;
@@ -234,29 +303,45 @@ export class Supervisor {
   }
 
   #heal(): void {
-    void this.reconcileNow().catch((e) => this.#log.warn("healing reconcile failed", { error: describeError(e) }));
+    void this.reconcileNow().catch((e) => this.#scanFailed("healing reconcile", e));
   }
 
-  async #onDeath(why: string, restartable = true): Promise<void> {
+  /** Every death goes through here: a rejection of the policy below is logged and counted, never unhandled. */
+  #handleDeath(tracker: LiveTracker | undefined, why: string, restartable = true): void {
+    // A death reported by a tracker that is no longer the live one (stopped meanwhile) changes nothing.
+    if (tracker === undefined || tracker !== this.#tracker) return;
+    if (this.#seeding?.tracker === tracker) {
+      this.#seeding.death ??= why;
+      return;
+    }
+    this.#onDeath(why, restartable).catch((error) => this.#internalError("handling a tracker death failed", error));
+  }
+
+  async #onDeath(why: string, restartable: boolean): Promise<void> {
     if (this.#stopped || this.#tracker === undefined) return;
     this.#stopTracker();
     const now = this.#now();
     const recent = now - this.#lastDeathMs < this.#options.deathWindowMs;
+    // A tracker that lived through a whole window earned a fresh back-off.
+    if (now - this.#trackerStartedMs >= this.#options.deathWindowMs) this.#retryDelayMs = this.#firstRetryMs();
     this.#lastDeathMs = now;
     this.#log.error("eBPF tracker died", { why, recent, restartable });
     if (restartable && !recent) {
-      this.#counters.restarts++;
       try {
         await this.#runEbpf(`restarted after death: ${why}`);
+        this.#counters.restarts++;
         return;
       } catch (error) {
+        if (this.#stopped) return;
         why = `${why}; restart failed: ${describeError(error)}`;
       }
     } else if (recent) {
       why = `died twice within ${this.#options.deathWindowMs} ms: ${why}`;
     }
     if (this.#options.source === "ebpf") {
-      this.#setLive("ebpf", `eBPF required but down, retrying: ${why}`);
+      // No fallback was asked for, but a frozen table is worse than a /proc-fed one: scans keep it
+      // honest (closes included) until the tracker is back, and status says exactly that.
+      await this.#runProcfs(`eBPF required (--source ebpf) but down, /proc scans keep the table until it is back (next restart in ${this.#retryDelayMs} ms): ${why}`);
       this.#scheduleRetry();
       return;
     }
@@ -265,21 +350,37 @@ export class Supervisor {
     this.#scheduleRetry();
   }
 
+  #firstRetryMs(): number {
+    return this.#options.source === "ebpf" ? this.#options.requiredRetryFirstMs ?? defaultPolicy.requiredRetryFirstMs : this.#options.firstRetryMs;
+  }
+
+  #maxRetryMs(): number {
+    return this.#options.source === "ebpf" ? this.#options.requiredRetryMaxMs ?? defaultPolicy.requiredRetryMaxMs : this.#options.maxRetryMs;
+  }
+
   #scheduleRetry(): void {
     if (this.#stopped) return;
     const delay = this.#retryDelayMs;
-    this.#retryDelayMs = Math.min(this.#retryDelayMs * 2, this.#options.maxRetryMs);
-    this.#retryTimer = setTimeout(async () => {
-      try {
-        await this.#runEbpf(`eBPF retried after ${delay} ms back-off and came back`);
-        this.#retryDelayMs = this.#options.firstRetryMs;
-      } catch (error) {
-        this.#log.warn("eBPF retry failed", { error: describeError(error), nextRetryMs: this.#retryDelayMs });
-        this.#reason = `${this.#reason.split("; last retry")[0]}; last retry failed: ${describeError(error)}`;
-        this.#scheduleRetry();
-      }
+    this.#retryDelayMs = Math.min(this.#retryDelayMs * 2, this.#maxRetryMs());
+    this.#log.info("eBPF retry scheduled", { inMs: delay });
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#retry(delay).catch((error) => this.#internalError("an eBPF retry failed unexpectedly", error));
     }, delay);
     this.#retryTimer.unref?.();
+  }
+
+  async #retry(delay: number): Promise<void> {
+    try {
+      await this.#runEbpf(`eBPF retried after ${delay} ms back-off and came back`);
+      if (this.#options.source === "ebpf") this.#counters.restarts++;
+    } catch (error) {
+      if (this.#stopped) return;
+      this.#log.warn("eBPF retry failed", { error: describeError(error), nextRetryMs: this.#retryDelayMs });
+      this.#reason = `${this.#reason.split("; last retry")[0]}; last retry failed: ${describeError(error)}`;
+      this.#scheduleRetry();
+    }
   }
 
   async #scanAndReconcile() {
@@ -287,12 +388,40 @@ export class Supervisor {
     this.#closeSinks.add(closed);
     try {
       const keysBefore = new Set(this.#table.keys());
-      const scanned = await this.#options.scan();
+      const outcome = await this.#scan();
       await this.#settleEvents();
-      return reconcileTable(this.#table, { scanned, keysBefore, closedDuringScan: closed, heuristic: this.#options.heuristic });
+      this.#stopSignal.signal.throwIfAborted();
+      const result = reconcileTable(this.#table, {
+        scanned: outcome.connections, keysBefore, closedDuringScan: closed, heuristic: this.#options.heuristic, readInFull: outcome.readInFull,
+      });
+      this.#counters.reconcileKept += result.kept;
+      if (result.kept > 0) this.#log.warn("kept connections a failed /proc read could not confirm", { kept: result.kept, scanErrors: outcome.errors ?? 0 });
+      return result;
     } finally {
       this.#closeSinks.delete(closed);
     }
+  }
+
+  /** One scan, its read errors counted; a scan that rejects changes nothing and is counted by the caller. */
+  async #scan(): Promise<ScanOutcome> {
+    const scanned = await this.#options.scan(this.#stopSignal.signal);
+    const outcome: ScanOutcome = Array.isArray(scanned) ? { connections: scanned } : scanned as ScanOutcome;
+    if ((outcome.errors ?? 0) > 0) {
+      this.#counters.scanErrors += outcome.errors!;
+      this.#log.warn("/proc scan had read errors", { errors: outcome.errors });
+    }
+    return outcome;
+  }
+
+  #scanFailed(what: string, error: unknown): void {
+    if (this.#stopped) return;
+    this.#counters.scanFailures++;
+    this.#log.warn(`${what} failed, the table is left as it was`, { error: describeError(error) });
+  }
+
+  #internalError(what: string, error: unknown): void {
+    this.#counters.internalErrors++;
+    this.#log.error(what, { error: describeError(error) });
   }
 
   /** Lets every event the kernel produced before the scan ended reach the table. */
@@ -326,7 +455,11 @@ export class Supervisor {
     const tracker = this.#tracker;
     if (tracker === undefined) return;
     this.#tracker = undefined;
-    tracker.stop();
+    try {
+      tracker.stop();
+    } catch (error) {
+      this.#internalError("stopping the tracker failed", error);
+    }
     const totals = trackerTotals(tracker);
     for (const name of Object.keys(totals) as Array<keyof TrackerTotals>) this.#retired[name] += totals[name];
   }
@@ -344,14 +477,26 @@ export class Supervisor {
   }
 }
 
+/** A tracker that died while its start was seeding the table: the reason is the death's, verbatim. */
+class StartDeath extends Error {
+  readonly code = "ERR_TRACKER_DEAD";
+  constructor(why: string) {
+    super(`died while seeding: ${why}`);
+  }
+}
+
 /** A tracker's share of the status counters; the supervisor keeps the sum of stopped trackers'. */
 type TrackerTotals = ReturnType<typeof emptyTotals>;
 
 function emptyTotals() {
-  return { events: 0, heldBack: 0, failedConnects: 0, skipped: 0, malformedRecords: 0 };
+  return { events: 0, heldBack: 0, failedConnects: 0, skipped: 0, malformedRecords: 0, badSizeRecords: 0, acceptNoSock: 0, connectNoPid: 0, lateEvents: 0 };
 }
 
 function trackerTotals(tracker: LiveTracker): TrackerTotals {
   const counters = tracker.counters();
-  return { events: tracker.eventsReceived, heldBack: tracker.heldBack, failedConnects: counters.failedConnects, skipped: counters.missed, malformedRecords: tracker.malformedRecords };
+  return {
+    events: tracker.eventsReceived, heldBack: tracker.heldBack, failedConnects: counters.failedConnects, skipped: counters.missed,
+    malformedRecords: tracker.malformedRecords, badSizeRecords: tracker.badSizeRecords ?? counters.badSizeRecords ?? 0,
+    acceptNoSock: counters.acceptNoSock, connectNoPid: counters.connectNoPid, lateEvents: tracker.lateEvents ?? 0,
+  };
 }

@@ -2,8 +2,13 @@
  * Closed connections kept until every client has seen them once (Scope kept them for one consumer
  * only; with several probes or tools polling, each must see every short-lived connection).
  * One shared log of closes (closed-log.ts) with a cursor per client, so memory does not grow with
- * the number of clients. Bounded twice: the log keeps at most `maxClosedPerClient` closes (a client
- * that falls further behind is told how many it missed), and a client that stops asking expires.
+ * the number of clients. Bounded three times: the log keeps at most `maxClosedPerClient` closes (a
+ * client that falls further behind is told how many it missed), a client that stops asking
+ * expires, and each kind of client (the id's prefix before ":", e.g. "grpc" or "scope") holds at
+ * most `maxClientsPerKind` ids, the least recently asking one leaving for a newcomer.
+ *
+ * A client's cursor moves only when an answer is known to have reached it (`OfferedClosed.delivered`):
+ * an answer that failed, was cancelled or never left offers the same closes again on the next call.
  */
 import type { Connection } from "../model/connection.ts";
 import { ClosedLog } from "./closed-log.ts";
@@ -11,30 +16,57 @@ import { ClosedLog } from "./closed-log.ts";
 export interface ClientRegistryOptions {
   maxClosedPerClient: number;
   clientExpiryMs: number;
+  /** Ids per kind (prefix before ":"); default DEFAULT_MAX_CLIENTS_PER_KIND. */
+  maxClientsPerKind?: number;
   now?: () => number;
 }
 
+/**
+ * Scope probes are capped at 16 by the report cache; gRPC tools are cheaper (a cursor each), but
+ * an id per call from a buggy script must not grow the map, nor the status' client count, forever.
+ */
+export const DEFAULT_MAX_CLIENTS_PER_KIND = 256;
+
 interface ClientState {
-  /** Sequence number of the first close this client has not seen. */
+  /** Sequence number of the first close this client has not been delivered. */
   cursor: number;
   lastSeenMs: number;
+  /** Whether any answer has reached this client since it registered. */
+  answered: boolean;
 }
 
 export interface ClosedSinceLast {
   closed: Connection[];
   dropped: number;
+  /** True until an answer to this client id has been delivered since it registered. */
   firstReport: boolean;
 }
 
+export interface OfferedClosed extends ClosedSinceLast {
+  /** Marks these closes (and the dropped count) as delivered: the next offer starts after them. */
+  delivered(): void;
+  /** The client id that left the registry to make room for this one, if any. */
+  evicted: string | undefined;
+}
+
 export class ClientRegistry {
+  /** Map order is recency order: the first entry of a kind is the least recently asking one. */
   readonly #clients = new Map<string, ClientState>();
+  readonly #perKind = new Map<string, number>();
   readonly #options: ClientRegistryOptions;
+  readonly #maxPerKind: number;
   readonly #now: () => number;
   readonly #log = new ClosedLog();
   expired = 0;
+  /** Ids that left because their kind was full (see maxClientsPerKind). */
+  evicted = 0;
+  /** Offers whose answer never reached the client (failed, cancelled, abandoned): their closes stayed. */
+  undelivered = 0;
 
   constructor(options: ClientRegistryOptions) {
     this.#options = options;
+    this.#maxPerKind = options.maxClientsPerKind ?? DEFAULT_MAX_CLIENTS_PER_KIND;
+    if (!(this.#maxPerKind > 0)) throw new RangeError("maxClientsPerKind must be positive");
     this.#now = options.now ?? Date.now;
   }
 
@@ -42,7 +74,7 @@ export class ClientRegistry {
     return this.#clients.size;
   }
 
-  /** Closes held for clients that have not seen them yet. */
+  /** Closes held for clients that have not been delivered them yet. */
   get pendingCloses(): number {
     return this.#log.size;
   }
@@ -55,22 +87,58 @@ export class ClientRegistry {
     this.#log.append(connection);
   }
 
-  /** Hands over what this client has not yet seen; registers it on first call. */
+  /** Hands over what this client has not yet seen, at once (for in-process readers). */
   takeClosed(clientId: string): ClosedSinceLast {
+    const offer = this.offerClosed(clientId);
+    offer.delivered();
+    return offer;
+  }
+
+  /**
+   * What this client has not been delivered yet; registers it on first call. Nothing moves until
+   * `delivered()` is called; an offer never acknowledged should be reported with `notDelivered()`.
+   */
+  offerClosed(clientId: string): OfferedClosed {
     this.expireIdle();
     const now = this.#now();
     const end = this.#log.next;
-    const client = this.#clients.get(clientId);
+    let client = this.#clients.get(clientId);
+    let evicted: string | undefined;
     if (client === undefined) {
-      this.#clients.set(clientId, { cursor: end, lastSeenMs: now });
-      return { closed: [], dropped: 0, firstReport: true };
+      evicted = this.#makeRoom(kindOf(clientId));
+      client = { cursor: end, lastSeenMs: now, answered: false };
+      this.#clients.set(clientId, client);
+      this.#perKind.set(kindOf(clientId), (this.#perKind.get(kindOf(clientId)) ?? 0) + 1);
+    } else {
+      // Re-inserted: Map order stays recency order.
+      this.#clients.delete(clientId);
+      this.#clients.set(clientId, client);
+      client.lastSeenMs = now;
     }
-    const dropped = Math.max(0, this.#log.first - client.cursor);
-    const closed = this.#log.connectionsFrom(client.cursor);
-    client.cursor = end;
-    client.lastSeenMs = now;
-    this.#trimSeen();
-    return { closed, dropped, firstReport: false };
+    const state = client;
+    const firstReport = !state.answered;
+    const dropped = Math.max(0, this.#log.first - state.cursor);
+    const closed = this.#log.connectionsFrom(state.cursor);
+    return {
+      closed,
+      dropped,
+      firstReport,
+      evicted,
+      delivered: () => {
+        // A client that expired or was evicted meanwhile starts over; nothing to move.
+        if (this.#clients.get(clientId) !== state) return;
+        state.answered = true;
+        if (end > state.cursor) {
+          state.cursor = end;
+          this.#trimSeen();
+        }
+      },
+    };
+  }
+
+  /** Counts an offer whose answer did not reach its client. */
+  notDelivered(): void {
+    this.undelivered++;
   }
 
   expireIdle(): void {
@@ -78,7 +146,7 @@ export class ClientRegistry {
     let removed = false;
     for (const [id, client] of this.#clients) {
       if (client.lastSeenMs < oldest) {
-        this.#clients.delete(id);
+        this.#remove(id);
         this.expired++;
         removed = true;
       }
@@ -86,10 +154,36 @@ export class ClientRegistry {
     if (removed) this.#trimSeen();
   }
 
-  /** Drops the closes every client has already seen. */
+  /** Makes room for one more client of `kind`: the least recently asking one of that kind leaves. */
+  #makeRoom(kind: string): string | undefined {
+    if ((this.#perKind.get(kind) ?? 0) < this.#maxPerKind) return undefined;
+    for (const id of this.#clients.keys()) {
+      if (kindOf(id) !== kind) continue;
+      this.#remove(id);
+      this.evicted++;
+      this.#trimSeen();
+      return id;
+    }
+    return undefined;
+  }
+
+  #remove(id: string): void {
+    this.#clients.delete(id);
+    const kind = kindOf(id);
+    const left = (this.#perKind.get(kind) ?? 1) - 1;
+    if (left > 0) this.#perKind.set(kind, left);
+    else this.#perKind.delete(kind);
+  }
+
+  /** Drops the closes every client has already been delivered. */
   #trimSeen(): void {
     let min = this.#log.next;
     for (const client of this.#clients.values()) if (client.cursor < min) min = client.cursor;
     this.#log.dropBefore(min);
   }
+}
+
+function kindOf(clientId: string): string {
+  const colon = clientId.indexOf(":");
+  return colon < 0 ? "" : clientId.slice(0, colon);
 }

@@ -2,6 +2,8 @@
  * The open connections, keyed by four-tuple and network namespace. Bounded: past the cap the
  * least recently confirmed connection is evicted (and counted). Every open and close is published
  * to subscribers in the order applied, so per-client buffers and Watch streams see one history.
+ * An eviction is published as a close: the table no longer vouches for that connection, and a
+ * subscriber left believing it open would hold it forever (nothing would ever close it).
  */
 import { type Connection, connectionKey } from "../model/connection.ts";
 import type { ConnectionChange } from "../model/backend.ts";
@@ -12,11 +14,20 @@ export interface ConnectionTableOptions {
 
 export type OpenResult = "added" | "updated";
 
+/** Evicted keys remembered at most (the table's cap if smaller): about 100 bytes each. */
+const MAX_EVICTED_KEYS = 65_536;
+
 export class ConnectionTable {
   /** Map order is recency order: the first entry is the least recently confirmed one. */
   readonly #open = new Map<string, Connection>();
   readonly #listeners = new Set<(change: ConnectionChange) => void>();
   readonly #max: number;
+  /**
+   * Keys evicted and not seen since, oldest first: their real close is expected and is counted as
+   * closesOfEvicted rather than as a close of something never known. Bounded like the table.
+   */
+  readonly #evicted = new Map<string, true>();
+  readonly #maxEvictedKeys: number;
   /** Open entries by local port: a port with none cannot hold a given tuple, no key needed to know. */
   readonly #byLocalPort = new Uint32Array(65_536);
   /**
@@ -27,10 +38,13 @@ export class ConnectionTable {
   #snapshot: readonly Connection[] | undefined;
   evictions = 0;
   closesOfUnknown = 0;
+  /** Real closes of connections evicted earlier (already published as closed then, so not again). */
+  closesOfEvicted = 0;
 
   constructor(options: ConnectionTableOptions) {
     if (!(options.maxConnections > 0)) throw new RangeError("maxConnections must be positive");
     this.#max = options.maxConnections;
+    this.#maxEvictedKeys = Math.min(options.maxConnections, MAX_EVICTED_KEYS);
   }
 
   get size(): number {
@@ -58,6 +72,7 @@ export class ConnectionTable {
       return "updated";
     }
     const added = connection.closed ? { ...connection, closed: false } : connection;
+    if (this.#evicted.size !== 0) this.#evicted.delete(key);
     this.#open.set(key, added);
     this.#byLocalPort[added.localPort]++;
     this.#publish({ type: "open", connection: added });
@@ -69,7 +84,8 @@ export class ConnectionTable {
   close(key: string): Connection | undefined {
     const known = this.#open.get(key);
     if (known === undefined) {
-      this.closesOfUnknown++;
+      if (this.#evicted.size !== 0 && this.#evicted.delete(key)) this.closesOfEvicted++;
+      else this.closesOfUnknown++;
       return undefined;
     }
     this.#open.delete(key);
@@ -132,11 +148,15 @@ export class ConnectionTable {
   #evictOldest(): void {
     const oldest = this.#open.keys().next();
     if (oldest.done) return;
+    const key = oldest.value;
+    const evicted = this.#open.get(key)!;
     this.evictions++;
-    // An evicted connection is not known to be closed: it leaves without a close event.
-    this.#byLocalPort[this.#open.get(oldest.value)!.localPort]--;
-    this.#open.delete(oldest.value);
+    this.#byLocalPort[evicted.localPort]--;
+    this.#open.delete(key);
     this.#snapshot = undefined;
+    if (this.#evicted.size >= this.#maxEvictedKeys) this.#evicted.delete(this.#evicted.keys().next().value!);
+    this.#evicted.set(key, true);
+    this.#publish({ type: "close", connection: closedCopy(evicted) });
   }
 
   #publish(change: ConnectionChange): void {

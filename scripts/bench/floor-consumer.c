@@ -3,14 +3,15 @@
  * floor-consumer: the cheapest possible reader of build/tracker.bpf.o, to measure
  * what the kernel side costs on its own (the "floor" the Node addon is compared to).
  *
- * Loads the object, attaches every tracepoint program whose tracepoint exists,
- * drains the ring buffer every N ms (NO_WAKEUP submissions, no epoll), counts
+ * Loads the object and attaches the same programs as the plugin (the choice is
+ * native/src/attach_plan.c's, shared with the addon: tp_btf where the kernel takes it), drains the ring buffer every N ms (NO_WAKEUP submissions, no epoll), counts
  * records by type, and on SIGINT/SIGTERM prints one JSON line to stdout:
  *   {"events":..,"connect":..,"accept":..,"close":..,"lost":..,"failedConnects":..,
  *    "connectNoPid":..,"acceptNoSock":..,"seconds":..,"cpuUserMs":..,"cpuSysMs":..}
  *
- * usage: floor-consumer [-o build/tracker.bpf.o] [-i drain_ms] [-r ring_bytes] [-w]
+ * usage: floor-consumer [-o build/tracker.bpf.o] [-i drain_ms] [-r ring_bytes] [-w] [-c]
  *   -w  submit with kernel wakeups and wait in epoll instead of the timer
+ *   -c  classic tracepoints only (never tp_btf), to compare the two
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -34,6 +35,7 @@
 #include <linux/types.h>
 
 #include "../../bpf/tracker.h"
+#include "../../native/src/attach_plan.h"
 
 static volatile sig_atomic_t stop_requested;
 static uint64_t n_events, n_by_type[4];
@@ -86,17 +88,6 @@ static const char *tracefs_events(void)
 	return "/sys/kernel/tracing/events";
 }
 
-/* Section "tracepoint/<cat>/<name>": does events/<cat>/<name> exist? */
-static bool tracepoint_exists(const char *events, const char *sec)
-{
-	char path[512];
-
-	if (strncmp(sec, "tracepoint/", 11) != 0)
-		return false;
-	snprintf(path, sizeof(path), "%s/%s", events, sec + 11);
-	return dir_exists(path);
-}
-
 /* Set a `const volatile` global in .rodata by name, before load. */
 static int set_rodata_bool(struct bpf_object *obj, const char *name, bool value)
 {
@@ -147,18 +138,19 @@ int main(int argc, char **argv)
 	const char *obj_path = "build/tracker.bpf.o";
 	unsigned drain_ms = 20;
 	unsigned long ring_bytes = 0;
-	bool wakeup = false;
+	bool wakeup = false, tracepoints_only = false;
 	struct bpf_link *links[16];
 	int n_links = 0, opt, err;
 
-	while ((opt = getopt(argc, argv, "o:i:r:w")) != -1) {
+	while ((opt = getopt(argc, argv, "o:i:r:wc")) != -1) {
 		switch (opt) {
 		case 'o': obj_path = optarg; break;
 		case 'i': drain_ms = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'r': ring_bytes = strtoul(optarg, NULL, 0); break;
 		case 'w': wakeup = true; break;
+		case 'c': tracepoints_only = true; break;
 		default:
-			fprintf(stderr, "usage: %s [-o obj] [-i drain_ms] [-r ring_bytes] [-w]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-o obj] [-i drain_ms] [-r ring_bytes] [-w] [-c]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -168,45 +160,72 @@ int main(int argc, char **argv)
 	if (!events)
 		return 1;
 
-	struct bpf_object *obj = bpf_object__open_file(obj_path, NULL);
-	if (!obj) {
-		fprintf(stderr, "floor-consumer: open %s: %s\n", obj_path, strerror(errno));
-		return 1;
-	}
+	struct attach_plan plan;
+	struct bpf_object *obj = NULL;
 	struct bpf_program *prog;
-	bpf_object__for_each_program(prog, obj) {
-		if (!tracepoint_exists(events, bpf_program__section_name(prog)))
-			bpf_program__set_autoload(prog, false);
-	}
-	if (ring_bytes) {
-		err = bpf_map__set_max_entries(bpf_object__find_map_by_name(obj, "events"), ring_bytes);
+	char why[256];
+
+	attach_plan_init(&plan, events, tracepoints_only);
+	for (;;) { /* one attempt per plan: a refused program falls back, with a fresh object */
+		const char *failed = NULL;
+
+		n_links = 0;
+		obj = bpf_object__open_file(obj_path, NULL);
+		if (!obj) {
+			fprintf(stderr, "floor-consumer: open %s: %s\n", obj_path, strerror(errno));
+			return 1;
+		}
+		if (attach_plan_apply(&plan, obj, why, sizeof(why)) != 0) {
+			fprintf(stderr, "floor-consumer: %s\n", why);
+			return 1;
+		}
+		if (ring_bytes) {
+			err = bpf_map__set_max_entries(bpf_object__find_map_by_name(obj, "events"), ring_bytes);
+			if (err) {
+				fprintf(stderr, "floor-consumer: ring size %lu: %s\n", ring_bytes, strerror(-err));
+				return 1;
+			}
+		}
+		err = set_rodata_bool(obj, "use_wakeup", wakeup);
 		if (err) {
-			fprintf(stderr, "floor-consumer: ring size %lu: %s\n", ring_bytes, strerror(-err));
+			fprintf(stderr, "floor-consumer: cannot set use_wakeup: %s\n", strerror(-err));
+			return 1;
+		}
+		err = bpf_object__load(obj);
+		if (err) {
+			snprintf(why, sizeof(why), "load: %s", strerror(-err));
+		} else {
+			bpf_object__for_each_program(prog, obj) {
+				if (!bpf_program__autoload(prog))
+					continue;
+				struct bpf_link *l = bpf_program__attach(prog);
+				if (!l) {
+					failed = bpf_program__section_name(prog);
+					snprintf(why, sizeof(why), "attach: %s", strerror(errno));
+					err = -1;
+					break;
+				}
+				if (n_links < 16)
+					links[n_links++] = l;
+			}
+		}
+		if (!err)
+			break;
+		char failed_copy[128] = "";
+
+		if (failed)
+			snprintf(failed_copy, sizeof(failed_copy), "%s", failed);
+		for (int i = 0; i < n_links; i++)
+			bpf_link__destroy(links[i]);
+		bpf_object__close(obj);
+		if (!attach_plan_fall_back(&plan, events, failed ? failed_copy : NULL, why)) {
+			fprintf(stderr, "floor-consumer: %s%s%s\n", failed ? failed_copy : "", failed ? ": " : "", why);
 			return 1;
 		}
 	}
-	err = set_rodata_bool(obj, "use_wakeup", wakeup);
-	if (err) {
-		fprintf(stderr, "floor-consumer: cannot set use_wakeup: %s\n", strerror(-err));
-		return 1;
-	}
-	err = bpf_object__load(obj);
-	if (err) {
-		fprintf(stderr, "floor-consumer: load: %s\n", strerror(-err));
-		return 1;
-	}
-	bpf_object__for_each_program(prog, obj) {
-		if (!bpf_program__autoload(prog))
-			continue;
-		struct bpf_link *l = bpf_program__attach(prog);
-		if (!l) {
-			fprintf(stderr, "floor-consumer: attach %s: %s\n", bpf_program__section_name(prog),
-				strerror(errno));
-			return 1;
-		}
-		if (n_links < 16)
-			links[n_links++] = l;
-	}
+	for (int i = 0; i < plan.n_hooks; i++)
+		fprintf(stderr, "floor-consumer: %s: %s (%s)\n", plan.hooks[i].hook,
+			plan.hooks[i].type ? plan.hooks[i].type : "not attached", plan.hooks[i].reason);
 
 	int rb_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "events"));
 	int cnt_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "counters"));

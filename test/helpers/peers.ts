@@ -56,11 +56,17 @@ function startPeer(netns: string, args: string[]): Peer {
   };
 }
 
-export async function startServer(netns: string, host: string, port: number, mode: "hold" | "close"): Promise<Peer> {
+/** "late": accepts only after a newline on its stdin, for the reset-before-accept race. */
+export async function startServer(netns: string, host: string, port: number, mode: "hold" | "close" | "late"): Promise<Peer> {
   const peer = startPeer(netns, ["serve", host, String(port), mode]);
   const first = await peer.line();
   if (first !== "listening") throw new Error(`server did not start: ${first}`);
   return peer;
+}
+
+/** Opens `count` connections and resets each at once (SO_LINGER 0): RSTs to a server that has not accepted yet. */
+export function startResettingClient(netns: string, host: string, port: number, count: number): Peer {
+  return startPeer(netns, ["connect-reset", host, String(port), String(count)]);
 }
 
 /** `perSecond` paces the connections (0: as fast as possible). */

@@ -62,6 +62,8 @@ export interface StartOptions {
   /** Where the sockets go; a fresh temp dir (removed by `cleanup()`) by default. */
   dir?: string;
   readyTimeoutMs?: number;
+  /** The log message that counts as started ("ready" by default; "starting" to catch start-up itself). */
+  readyMessage?: string;
 }
 
 export interface ExitInfo {
@@ -127,7 +129,7 @@ export async function startPlugin(options: StartOptions): Promise<PluginProcess>
   createInterface({ input: child.stderr! }).on("line", (line) => {
     logs.push(line);
     if (logs.length > 5000) logs.splice(0, logs.length - 5000);
-    if (onReady !== undefined && line.includes('"msg":"ready"')) {
+    if (onReady !== undefined && line.includes(`"msg":${JSON.stringify(options.readyMessage ?? "ready")}`)) {
       try {
         onReady(JSON.parse(line));
       } catch { /* not our JSON */ }

@@ -128,3 +128,21 @@ export function httpGet(socketPath: string, path: string, method = "GET"): Promi
     req.end();
   });
 }
+
+/**
+ * GET that resolves only once the server closed the connection (the request is sent with
+ * `Connection: close`), so that the server has finished with the response, as a poller that asks
+ * again a second later would see it; `httpGet` resolves at the last byte, possibly before that.
+ */
+export function httpGetSettled(socketPath: string, path: string): Promise<HttpReply> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path, agent: false }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => (body += d));
+      res.on("end", () => res.socket.once("close", () => resolve({ status: res.statusCode!, headers: res.headers, body })));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}

@@ -1,16 +1,19 @@
 /**
  * The plugin process under Node (`node --import tsx plugin/main.ts`): SIGTERM and SIGINT stop it
  * with exit 0 within 2 s and remove both sockets, also with clients connected; a SIGKILLed
- * plugin's leftover sockets are taken over by the next start.
+ * plugin's leftover sockets are taken over by the next start. Also with a standard health Watch
+ * open (it never ends on its own) and during the start-up scan (signals are handled from the start).
  */
 import t from "tap";
-import { existsSync, lstatSync } from "node:fs";
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, symlinkSync, writeSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
-import { type ServiceError, status as GrpcStatus } from "@grpc/grpc-js";
+import { type Client, credentials, makeClientConstructor, type ServiceError, status as GrpcStatus } from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
 import { type ConnectionEvent, type EndpointReport, EventType, Source, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
 import { socketsPresent, startPlugin } from "../helpers/plugin-child.ts";
 import { httpGet, tempDir, unary } from "../helpers/server-harness.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   t.test(`${signal} when idle: exit 0 within 2 s, both sockets removed`, async (t) => {
@@ -86,4 +89,50 @@ t.test("after SIGKILL the sockets stay behind, and the next start takes them ove
   const stopped = await second.stop("SIGTERM");
   t.equal(stopped.code, 0);
   t.same(socketsPresent(second), { grpc: false, scope: false });
+});
+
+t.test("SIGTERM with a standard grpc.health.v1.Health/Watch stream open: exit 0 within 2 s, sockets removed", async (t) => {
+  const plugin = await startPlugin({ runtime: "node" });
+  t.teardown(() => plugin.cleanup());
+  const Health = makeClientConstructor(healthService, "Health");
+  const health = new Health(plugin.grpcTarget, credentials.createInsecure()) as Client & Record<string, Function>;
+  t.teardown(() => health.close());
+  const watch = health.watch({ service: "" });
+  const statuses: string[] = [];
+  const ended = new Promise<string>((resolve) => {
+    watch.on("data", (reply: { status: string }) => statuses.push(reply.status));
+    watch.on("error", (error: ServiceError) => resolve(`error ${error.code}`));
+    watch.on("end", () => resolve("end"));
+  });
+  await waitFor("the health Watch's first answer", () => statuses.length > 0, 10_000);
+  t.same(statuses, ["SERVING"]);
+  const stopped = await plugin.stop("SIGTERM");
+  t.same({ code: stopped.code, signal: stopped.signal }, { code: 0, signal: null }, `exit 0 (${plugin.logs.slice(-2).join(" | ")})`);
+  t.ok(stopped.elapsedMs < 2000, `exited ${stopped.elapsedMs.toFixed(0)} ms after SIGTERM (< 2000)`);
+  t.same(socketsPresent(plugin), { grpc: false, scope: false }, "both sockets removed");
+  t.ok(statuses.includes("NOT_SERVING"), `the Watch heard NOT_SERVING before the end (${statuses.join(", ")})`);
+  t.match(await ended, /^(end|error \d+)$/, "the Watch stream ended");
+});
+
+t.test("SIGTERM during the start-up scan: the scan is abandoned, exit 0 within 2 s, no socket left", async (t) => {
+  // A proc root whose one table is 400 MB of TIME_WAIT rows: parsed to the end, the seed takes about 4 s here.
+  const dir = tempDir(t);
+  const procRoot = join(dir, "proc");
+  mkdirSync(join(procRoot, "1", "ns"), { recursive: true });
+  mkdirSync(join(procRoot, "1", "net"));
+  symlinkSync("net:[4026531999]", join(procRoot, "1", "ns", "net"));
+  const row = (i: number) => `${String(i % 10000).padStart(5)}: 0100007F:${(1024 + (i % 60000)).toString(16).toUpperCase().padStart(4, "0")} 0100007F:0050 06 00000000:00000000 03:00000000 00000000     0        0 0 3 0000000000000000\n`;
+  const chunk = Array.from({ length: 10_000 }, (_, i) => row(i)).join("");
+  const fd = openSync(join(procRoot, "1", "net", "tcp"), "w");
+  for (let written = 0; written < 400e6; written += chunk.length) writeSync(fd, chunk);
+  closeSync(fd);
+  const plugin = await startPlugin({ runtime: "node", args: ["--source", "procfs", "--proc-root", procRoot], readyMessage: "starting", dir: join(dir, "run") });
+  t.teardown(() => plugin.cleanup());
+  await new Promise((r) => setTimeout(r, 300));
+  t.notOk(plugin.logs.some((l) => l.includes('"msg":"ready"')), "still seeding when the signal is sent");
+  const stopped = await plugin.stop("SIGTERM");
+  t.same({ code: stopped.code, signal: stopped.signal }, { code: 0, signal: null }, `exit 0 (${plugin.logs.slice(-3).join(" | ")})`);
+  t.ok(stopped.elapsedMs < 2000, `exited ${stopped.elapsedMs.toFixed(0)} ms after SIGTERM (< 2000)`);
+  t.same(socketsPresent(plugin), { grpc: false, scope: false }, "no socket left behind");
+  t.ok(plugin.logs.some((l) => l.includes('"msg":"stopped"')));
 });

@@ -2,17 +2,26 @@
  * The eBPF tracker on real kernel events: real processes in namespaces of our own, real TCP.
  * These tests fail, never skip, when eBPF cannot load: CI must prove the kernel path.
  */
-import t from "tap";
+import t, { type Test } from "tap";
 import { execFileSync } from "node:child_process";
 import { createLogger } from "../../plugin/log.ts";
 import { connectionKey, type Connection } from "../../plugin/model/connection.ts";
 import { defaultStackConfig, startTrackerStack, type TrackerStack } from "../../plugin/plugin.ts";
+import { expectedAttachments, readKernelFacts } from "../../plugin/supervisor/kernel-support.ts";
 import { createTestNetwork } from "../helpers/netns.ts";
 import { startClient, startServer } from "../helpers/peers.ts";
-import { waitFor } from "../helpers/wait.ts";
+import { emulated, timeScale, waitFor } from "../helpers/wait.ts";
 
 const log = createLogger("silent");
+// The 50,000 burst alone takes a minute or more on a busy 2-core machine: past tap's default file timeout.
+t.setTimeout(20 * 60_000 * timeScale);
 const startEbpf = () => startTrackerStack({ ...defaultStackConfig, source: "ebpf" }, log);
+
+/** `name: recursion_misses` of our programs, as bpftool shows them. */
+function recursionMisses(): string {
+  const progs = JSON.parse(execFileSync("bpftool", ["prog", "show", "-j"], { encoding: "utf8" }) || "[]") as Array<{ name?: string; type?: string; recursion_misses?: number }>;
+  return progs.filter((p) => p.name?.startsWith("handle_")).map((p) => `${p.name} (${p.type}) ${p.recursion_misses ?? 0}`).join(", ");
+}
 
 function key(netns: number, local: string, localPort: number, remote: string, remotePort: number): string {
   return connectionKey({ netns, localAddress: local, localPort, remoteAddress: remote, remotePort });
@@ -97,45 +106,72 @@ t.test("a connect to a closed port is counted as failed, not reported as a conne
   t.equal(stack.supervisor.status().counters.failedConnects, before + 1, "exactly one");
 });
 
-t.test("5,000 connections in a burst: none lost, none duplicated, none left open", async (t) => {
+/**
+ * `count` connections opened and closed as fast as one client goes, each end seen as events: every
+ * connect, every accept and every close, none lost, none skipped by the kernel and none healed by a
+ * reconcile (the periodic one is pushed past the test, and no skip or loss may call one).
+ */
+async function burstSeesEverything(t: Test, count: number, port: number, timeoutMs: number): Promise<void> {
   const net = createTestNetwork();
-  const stack: TrackerStack = await startEbpf();
+  const stack: TrackerStack = await startTrackerStack({ ...defaultStackConfig, source: "ebpf", reconcileIntervalMs: 3_600_000 }, log);
   t.teardown(async () => {
     await stack.stop();
     net.destroy();
   });
-  const server = await startServer(net.a.name, net.a.ipv4, 8083, "close");
+  const server = await startServer(net.a.name, net.a.ipv4, port, "close");
   t.teardown(() => server.stop());
   stack.backend.report("probe");
-  let closes = 0;
-  stack.table.subscribe((c) => {
-    if (c.type === "close" && (c.connection.localPort === 8083 || c.connection.remotePort === 8083)) closes++;
+  const before = stack.supervisor.status().counters;
+  const seen = { connect: 0, accept: 0, clientClose: 0, serverClose: 0 };
+  const historyByPort = new Map<number, string[]>(); // client port -> changes of both ends, for a failure's comment
+  stack.table.subscribe(({ type, connection: c }) => {
+    if (c.remotePort === port || c.localPort === port) {
+      const clientPort = c.localPort === port ? c.remotePort : c.localPort;
+      const h = historyByPort.get(clientPort) ?? [];
+      h.push(`${c.direction} ${type}`);
+      historyByPort.set(clientPort, h);
+    }
+    if (c.netns === net.b.netns && c.remotePort === port && c.direction === "outgoing") type === "open" ? seen.connect++ : seen.clientClose++;
+    else if (c.netns === net.a.netns && c.localPort === port && c.direction === "incoming") type === "open" ? seen.accept++ : seen.serverClose++;
   });
-  const client = startClient(net.b.name, net.a.ipv4, 8083, 5000, false);
+  const client = startClient(net.b.name, net.a.ipv4, port, count, false);
+  t.teardown(() => client.stop());
   const ports = (await client.linesUntil("done")).map(Number);
-  t.equal(ports.length, 5000);
+  t.equal(ports.length, count);
   t.notOk(ports.some(Number.isNaN), "every connect succeeded");
-  await waitFor("10,000 closes (both ends of 5,000)", () => closes >= 10_000, 30_000).catch((e) => {
-    const open = [...stack.table.values()].filter((c) => c.localPort === 8083 || c.remotePort === 8083);
-    t.comment(JSON.stringify({ closes, status: stack.supervisor.status(), open: open.slice(0, 5) }));
+  const complete = () => seen.connect >= count && seen.accept >= count && seen.clientClose >= count && seen.serverClose >= count;
+  await waitFor(`${count} connects, accepts and closes of both ends`, complete, timeoutMs).catch(() => {
+    const open = [...stack.table.values()].filter((c) => c.localPort === port || c.remotePort === port);
+    const stuck = open.slice(0, 5).map((o) => ({ ...o, uses: ports.filter((p) => p === o.localPort || p === o.remotePort).length, history: historyByPort.get(o.localPort === port ? o.remotePort : o.localPort) }));
+    t.comment(JSON.stringify({ seen, status: stack.supervisor.status(), closesOfUnknown: stack.table.closesOfUnknown, open: stuck }));
     t.comment(execFileSync("ip", ["netns", "exec", net.a.name, "ss", "-tanoe"], { encoding: "utf8" }).slice(0, 3000));
-    t.comment(execFileSync("ip", ["netns", "exec", net.b.name, "ss", "-tanoe"], { encoding: "utf8" }).slice(0, 3000));
-    throw e;
   });
-  const report = stack.backend.report("probe").connections.filter((c) => c.localPort === 8083 || c.remotePort === 8083);
-  const clientSide = report.filter((c) => c.direction === "outgoing" && c.netns === net.b.netns);
-  const serverSide = report.filter((c) => c.direction === "incoming" && c.netns === net.a.netns);
-  t.equal(clientSide.length, 5000, "every outgoing connection once");
-  t.equal(serverSide.length, 5000, "every accepted connection once");
-  t.equal(new Set(clientSide.map((c) => c.localPort)).size, new Set(ports).size, "the client ports we opened");
-  t.ok(report.every((c) => c.closed), "all closed");
-  t.equal([...stack.table.values()].filter((c) => c.localPort === 8083 || c.remotePort === 8083).length, 0, "none left open");
-  // The kernel may skip a program run when a softirq lands inside another BPF run on that CPU
-  // (recursion protection). Such runs are counted as skipped and healed by a reconcile, which closes
-  // what the kernel no longer has: clients still see every connection once, closed, and eBPF stays live.
   const status = stack.supervisor.status();
-  const counters = status.counters;
-  t.comment(`events ${counters.events}, lost ${counters.lost}, skipped ${counters.skipped}, healed by reconcile ${counters.reconcileRemoved}`);
-  t.ok(counters.lost + counters.skipped === 0 || counters.reconcileRemoved > 0, "any loss or skip was counted and healed");
+  const c = status.counters;
+  t.comment(`${count}: seen ${JSON.stringify(seen)}; events ${c.events - before.events}, lost ${c.lost - before.lost}, skipped ${c.skipped - before.skipped}; attached ${JSON.stringify(status.attachments?.map((a) => `${a.hook}:${a.type}`))}`);
+  t.comment(`${count}: recursion misses of the handle_* programs on this machine: ${recursionMisses()}`);
+  const skipped = c.skipped - before.skipped;
+  const madeUp = c.reconcileRemoved - before.reconcileRemoved + c.reconcileAdded - before.reconcileAdded;
+  t.same(seen, { connect: count, accept: count, clientClose: count, serverClose: count }, "every connect, accept and close once");
+  t.equal(c.lost - before.lost, 0, "no event lost in the ring");
+  t.ok(madeUp === 0 || skipped > 0, `no silent miss: a reconcile made up nothing (${madeUp}) unless the kernel counted skipped runs (${skipped})`);
+  if (emulated) {
+    // Under TCG a run lasts tens of times longer, and an interrupt's softirq lands inside a
+    // process-context run of the state program (its own guard skips the nested run) that much more
+    // often: such skips must be counted and healed, as asserted above.
+    t.comment(`emulated CPU: ${skipped} skipped, ${madeUp} made up by a reconcile`);
+  } else {
+    t.equal(skipped, 0, "no program run skipped by the kernel");
+    t.equal(madeUp, 0, "nothing made up by a reconcile: every connect, accept and close seen as an event");
+  }
+  t.equal([...stack.table.values()].filter((x) => x.localPort === port || x.remotePort === port).length, 0, "none left open");
   t.equal(status.source, "ebpf", `eBPF still live (${status.reason})`);
-});
+  t.same(status.attachments?.map(({ hook, type }) => ({ hook, type })), expectedAttachments(readKernelFacts("/proc", "/sys/kernel/btf/vmlinux")),
+    "status says what is attached to each hook, as the kernel gate's table expects for this kernel");
+}
+
+t.test("5,000 connections in a burst: every connect, accept and close seen, none healed", (t) => burstSeesEverything(t, 5000, 8083, 30_000));
+
+// 50,000 from one client reuses its ephemeral ports (and the server's TIME_WAIT tuples) about twice:
+// sockets are closed as they go, so no fd limit is near.
+t.test("50,000 connections in a burst: every connect, accept and close seen, none healed", (t) => burstSeesEverything(t, 50_000, 8084, 120_000));

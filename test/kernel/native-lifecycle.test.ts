@@ -4,6 +4,8 @@
 // Build first: bash scripts/build-bpf.sh && bash scripts/build-native.sh
 import t from "tap";
 import type { NativeTracker, NativeTrackerOptions } from "../../plugin/ebpf/native-addon.ts";
+import { expectedAttachments, readKernelFacts } from "../../plugin/supervisor/kernel-support.ts";
+import { timeScale } from "../helpers/wait.ts";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -20,6 +22,10 @@ const objectPath = path.join(root, "build/tracker.bpf.o");
 const paddedObjectPath = path.join(root, "build/test/tracker-record-pad.bpf.o");
 const denoPath = path.join(root, "node_modules/deno/deno");
 const require = createRequire(import.meta.url);
+
+const kernelFacts = readKernelFacts("/proc", "/sys/kernel/btf/vmlinux");
+const expectedStateProgram =
+  expectedAttachments(kernelFacts)[0].type === "tp_btf" ? "tp_btf/inet_sock_set_state" : "tracepoint/sock/inet_sock_set_state";
 
 type TrackerCtor = new (options: NativeTrackerOptions) => NativeTracker;
 
@@ -96,7 +102,7 @@ function snapshot(): Snapshot {
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function waitFor<T>(probe: () => T, ok: (v: T) => boolean, ms = 5000): Promise<T> {
-  const end = Date.now() + ms;
+  const end = Date.now() + ms * timeScale;
   let v = probe();
   while (!ok(v) && Date.now() < end) {
     await sleep(50);
@@ -133,7 +139,7 @@ t.test("start/stop 20 times leaves no programs, maps, links, threads or fds", as
       onError: (e) => errors.push(e),
     });
     if (i === 0 || i === 1) {
-      t.ok(tr.attachedPrograms().includes("tracepoint/sock/inet_sock_set_state"), "state tracepoint attached");
+      t.ok(tr.attachedPrograms().includes(expectedStateProgram), `state change program attached (${expectedStateProgram})`);
       const during = snapshot();
       t.ok(during.ourProgs >= 1 && during.progs > before.progs, "programs visible while running");
       t.ok(during.maps > before.maps, "maps visible while running");
@@ -154,20 +160,30 @@ t.test("start/stop 20 times leaves no programs, maps, links, threads or fds", as
   t.same(errors, [], "no onError");
 });
 
-t.test("loopback connect: CONNECT, ACCEPT and 2 CLOSE; refused connect counted", async (t) => {
+// Both programs for the state change: the one this kernel gets by default (tp_btf where the kernel
+// takes it, per the gate's table) and the classic tracepoint it falls back to, asked for explicitly.
+for (const tracepointsOnly of [false, true]) t.test(`loopback connect${tracepointsOnly ? " (classic tracepoints only)" : ""}: CONNECT, ACCEPT and 2 CLOSE; refused connect counted`, async (t) => {
   const Tracker = loadTracker();
   const batches: Uint8Array[] = [];
   const errors: Error[] = [];
   const tr = new Tracker({
     objectPath,
+    tracepointsOnly,
     drainIntervalMs: 10,
     onBatch: (b) => batches.push(b),
     onError: (e) => errors.push(e),
   });
   t.teardown(() => tr.stop());
-  const attached = tr.attachedPrograms();
-  t.ok(attached.includes("tracepoint/sock/inet_sock_set_state"), "inet_sock_set_state attached");
-  t.ok(attached.some((p) => p.startsWith("tracepoint/syscalls/sys_exit_accept")), "an accept exit tracepoint attached");
+  const attachments = tr.attachments();
+  t.comment(`${readFileSync("/proc/sys/kernel/osrelease", "utf8").trim()}: ${attachments.map((a) => `${a.hook} ${a.type} (${a.reason})`).join("; ")}`);
+  const expected = expectedAttachments(kernelFacts).map((e) => (tracepointsOnly && e.type === "tp_btf" ? { ...e, type: "tracepoint" } : e));
+  t.same(attachments.map(({ hook, type }) => ({ hook, type })), expected, "what got attached is what the kernel gate's table expects");
+  // tp_btf has two programs in one section (the state program and its backstop): compare sections.
+  t.same([...new Set(tr.attachedPrograms())], attachments.filter((a) => a.program !== null).map((a) => a.program), "attachedPrograms() lists the same programs");
+  const names = bpftoolList("prog").map((p) => p.name ?? "");
+  if (!tracepointsOnly && expected[0].type === "tp_btf") t.ok(names.includes("handle_set_state_btf") && names.some((n) => n.startsWith("handle_set_state_btf_")), "the tp_btf state program and its backstop are loaded");
+  t.ok(attachments.every((a) => a.reason.length > 0), "every hook says why");
+  if (tracepointsOnly) t.match(attachments[0].reason, /tp_btf not tried/);
 
   const server = net.createServer((s) => {
     s.resume();
@@ -296,7 +312,7 @@ t.test("stop() wakes the consumer at once and delivers the last batch", async (t
     const started = Date.now();
     const before = batches.length;
     tr.stop();
-    t.ok(Date.now() - started < 2000, `stop() returned promptly (wakeup=${wakeup})`);
+    t.ok(Date.now() - started < 2000 * timeScale, `stop() returned promptly (wakeup=${wakeup})`);
     if (!wakeup) t.equal(before, 0, "nothing delivered before stop with a 60 s timer");
     const evs = decode(batches).filter((e) => e.sport === port || e.dport === port);
     t.ok(evs.some((e) => e.type === ACCEPT), `ACCEPT delivered by stop() (wakeup=${wakeup})`);
@@ -325,7 +341,7 @@ t.test("node exits on its own after stop()", async (t) => {
     ["stop (wakeup)", exitScript(", wakeup: true") + "tr.stop();"],
     ["process.exit while running", exitScript("") + "setTimeout(() => process.exit(0), 50);"],
   ]) {
-    const r = spawnSync(process.execPath, ["-e", script], { timeout: 15000, encoding: "utf8" });
+    const r = spawnSync(process.execPath, ["-e", script], { timeout: 15000 * timeScale, encoding: "utf8" });
     t.equal(r.status, 0, `${name}: exit status 0 (signal ${r.signal}, stderr ${r.stderr.trim()})`);
   }
 });
@@ -357,7 +373,7 @@ console.log(JSON.stringify({ types: types.sort(), attached: tr.attachedPrograms(
   const r = spawnSync(
     denoPath,
     ["run", "--quiet", "--no-config", "--allow-ffi", "--allow-read", "--allow-net", "--allow-env", "--allow-sys", script],
-    { timeout: 60000, encoding: "utf8", env: { ...process.env, DENO_DIR: path.join(dir, "deno-dir"), NO_COLOR: "1" } },
+    { timeout: 60000 * timeScale, encoding: "utf8", env: { ...process.env, DENO_DIR: path.join(dir, "deno-dir"), NO_COLOR: "1" } },
   );
   t.equal(r.status, 0, `deno exit status 0 (signal ${r.signal}, stderr ${r.stderr?.trim()})`);
   const line = (r.stdout ?? "").trim().split("\n").pop() ?? "";

@@ -1,5 +1,5 @@
 import t from "tap";
-import { checkKernel, checkKernelRelease } from "../../plugin/supervisor/kernel-support.ts";
+import { checkKernel, checkKernelRelease, expectedAttachments } from "../../plugin/supervisor/kernel-support.ts";
 
 // The table from Scope's TestIsKernelSupported (probe/endpoint/ebpf_test.go), plus our own edges.
 const cases: Array<[string, string, boolean]> = [
@@ -34,3 +34,19 @@ t.test("a kernel without BTF is refused with the reason", async (t) => {
   t.equal(verdict.supported, false);
   t.match(verdict.supported ? "" : verdict.reason, /BTF/);
 });
+
+// The attach table: tp_btf for the state change from 5.5 with BTF, the classic tracepoint before.
+for (const [release, btfPresent, setState] of [
+  ["6.18.44", true, "tp_btf"], ["6.12.117+deb13-amd64", true, "tp_btf"], ["6.1.0-50-amd64", true, "tp_btf"],
+  ["5.10.0-32-amd64", true, "tp_btf"], ["5.5.0", true, "tp_btf"], ["5.4.0-100-generic", true, "tracepoint"],
+  ["5.10.0", false, "tracepoint"], ["4.16.0", false, "tracepoint"], ["4.15.0-20-generic", false, null],
+] as const) {
+  t.test(`attach table: ${release}${btfPresent ? "" : " without BTF"} -> inet_sock_set_state ${setState}`, async (t) => {
+    const expected = expectedAttachments({ release, version: "", btfPresent });
+    t.same(expected, [
+      { hook: "inet_sock_set_state", type: setState },
+      { hook: "sys_exit_accept", type: "tracepoint" },
+      { hook: "sys_exit_accept4", type: "tracepoint" },
+    ]);
+  });
+}

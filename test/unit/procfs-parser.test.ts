@@ -3,7 +3,7 @@ import { SocketAddress } from "node:net";
 import t from "tap";
 import { formatIPv4, formatIPv6 } from "../../plugin/model/address.ts";
 import { AddressDecoder } from "../../plugin/procfs/address-decoder.ts";
-import { MAX_LINE_BYTES, parseTcpTable, type TcpRow, TcpState, TcpTableParser } from "../../plugin/procfs/tcp-table.ts";
+import { MAX_LINE_BYTES, OPEN_TCP_STATES, parseTcpTable, type TcpRow, TcpState, TcpTableParser } from "../../plugin/procfs/tcp-table.ts";
 
 const H4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode                                                     \n";
 const H6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
@@ -70,6 +70,32 @@ t.test("a state filter hands over only wanted rows but still counts the others",
   t.same(seen, [TcpState.established]);
   t.equal(parser.rows, 3);
   t.equal(parser.skipped, 0);
+});
+
+// Lines of connections held in each state on Linux 6.18 (test/helpers/tcp-states-peer.py).
+const HALF_CLOSED4 = [
+  "   1: 0200E70A:D692 0100E70A:1C85 04 000021F1:00000000 04:000000A1 00000000     0        0 41031 2 000000000eef6a20 20 0 0 14 -1                     \n",
+  "   2: 0200E70A:D6A2 0100E70A:1C85 05 00000000:00000000 00:00000000 00000000     0        0 41033 1 000000009b47fdb1 20 0 0 11 -1                     \n",
+  "   3: 0200E70A:D6A4 0100E70A:1C85 08 00000000:00000001 00:00000000 00000000     0        0 41035 1 0000000002ce60ab 20 4 0 10 -1                     \n",
+];
+const LAST_ACK4 = "   2: 0100E70A:1C85 0200E70A:D6B0 09 00010F69:00000000 04:0000001C 00000000     0        1 41038 2 00000000030fc191 20 0 1 15 -1                     \n";
+/** The side that closed first let go of its socket: a time-wait remnant, printed with its substate FIN_WAIT2. */
+const REMNANT4 = "   3: 0100E70A:1C85 0200E70A:D6A4 05 00000000:00000000 03:000016F6 00000000     0        0 0 3 00000000ed3df295                                      \n";
+const REMNANT6 = "   0: 0000000000000000000000000100007F:1C85 0000000000000000000000000100007F:D6A4 05 00000000:00000000 03:000016F6 00000000     0        0 0 3 00000000ed3df295\n";
+
+t.test("Scope's open states: established and half-closed pass, LAST_ACK and time-wait remnants do not", async (t) => {
+  const seen: Array<[number, number]> = [];
+  const parser = new TcpTableParser({ states: OPEN_TCP_STATES, onRow: (state, _la, localPort) => seen.push([state, localPort]) });
+  parser.push(new TextEncoder().encode(H4 + ESTAB4 + HALF_CLOSED4.join("") + LAST_ACK4 + REMNANT4 + TIMEWAIT4 + LISTEN4));
+  parser.end();
+  t.same(seen, [[TcpState.established, 42706], [TcpState.finWait1, 0xd692], [TcpState.finWait2, 0xd6a2], [TcpState.closeWait, 0xd6a4]]);
+  t.equal(parser.rows, 8, "the others are still rows");
+  t.equal(parser.skipped, 0);
+});
+
+t.test("a time-wait remnant is reported as TIME_WAIT whatever substate the kernel prints (IPv4 and IPv6)", async (t) => {
+  const { rows } = parseTcpTable(H4 + REMNANT4 + H6 + REMNANT6);
+  t.same(rows.map((r) => [r.state, r.inode]), [[TcpState.timeWait, 0], [TcpState.timeWait, 0]]);
 });
 
 t.test("bad lines are skipped and counted, never thrown", async (t) => {

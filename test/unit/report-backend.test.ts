@@ -123,3 +123,65 @@ t.test("closes keep every field and their order while the log grows and wraps ar
   t.equal(slow.droppedClosed, 7000, "the slow reader is told what fell out of the bound");
   t.same(slow.connections, made.slice(7000), "and gets the newest 5000 intact");
 });
+
+t.test("a prepared report moves nothing until delivered; an undelivered one is offered again, counted", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 100 });
+  const backend = createReportBackend(table, status, { maxClosedPerClient: 2, clientExpiryMs: 60_000 });
+  const first = backend.prepareReport("a");
+  t.equal(first.firstReport, true);
+  first.notDelivered();
+  for (let p = 1; p <= 3; p++) {
+    table.open(conn(p));
+    table.close(connectionKey(conn(p)));
+  }
+  const lost = backend.prepareReport("a");
+  t.equal(lost.firstReport, true, "still new: no answer has reached it");
+  t.same(lost.connections.map((c) => c.localPort), [2, 3]);
+  t.equal(lost.droppedClosed, 1);
+  lost.notDelivered();
+  lost.delivered(); // settled once: a late second word changes nothing
+  const again = backend.prepareReport("a");
+  t.same(again.connections.map((c) => c.localPort), [2, 3], "the same closes again");
+  t.equal(again.droppedClosed, 1, "and the same dropped count: the client never learned it");
+  again.delivered();
+  again.delivered();
+  const after = backend.prepareReport("a");
+  t.same(after.connections, [], "delivered once, not again");
+  t.equal(after.firstReport, false);
+  t.equal(after.droppedClosed, 0);
+  t.equal(backend.delivery().grpcReportsUndelivered, 2);
+});
+
+t.test("a delivery acknowledged after its client expired moves nothing for the new registration", async (t) => {
+  let now = 0;
+  const table = new ConnectionTable({ maxConnections: 100 });
+  const backend = createReportBackend(table, status, { maxClosedPerClient: 10, clientExpiryMs: 1000, now: () => now });
+  backend.report("a");
+  table.open(conn(1));
+  table.close(connectionKey(conn(1)));
+  const stale = backend.prepareReport("a");
+  now = 5000;
+  backend.clients.expireIdle();
+  t.equal(backend.report("a").firstReport, true, "registered anew");
+  table.open(conn(2));
+  table.close(connectionKey(conn(2)));
+  stale.delivered();
+  t.same(backend.report("a").connections.map((c) => c.localPort), [2], "the old offer's delivery did not skip the new close");
+  t.equal(backend.delivery().clientsExpired, 1);
+});
+
+t.test("client ids are capped per kind, least recently asking first", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 100 });
+  const backend = createReportBackend(table, status, { maxClosedPerClient: 10, clientExpiryMs: 60_000, maxClientsPerKind: 2 });
+  backend.report("scope:p1");
+  backend.report("scope:p2");
+  backend.report("grpc:a");
+  backend.report("grpc:b");
+  backend.report("grpc:a");
+  const c = backend.prepareReport("grpc:c");
+  t.equal(c.evictedClient, "grpc:b");
+  t.equal(backend.clientCount(), 4);
+  t.equal(backend.report("scope:p1").firstReport, false, "another kind keeps its ids");
+  t.equal(backend.report("grpc:a").firstReport, false);
+  t.equal(backend.delivery().clientsEvicted, 1);
+});

@@ -5,7 +5,7 @@ import { request } from "node:http";
 import { join } from "node:path";
 import { startScopePlugin, type ScopePluginHandle } from "../../plugin/servers/scope/plugin-server.ts";
 import type { ReportBackend } from "../../plugin/model/backend.ts";
-import { closeConn, conn, eventually, httpGet, makeBackend, tempDir } from "../helpers/server-harness.ts";
+import { closeConn, conn, eventually, httpGet, httpGetSettled, makeBackend, tempDir } from "../helpers/server-harness.ts";
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 
@@ -91,7 +91,7 @@ t.test("each probe_id sees every closed connection exactly once", async (t) => {
   table.open(gone);
   const p = await plugin(t, backend);
   const fromNodes = async (probe: string) => {
-    const report = JSON.parse((await httpGet(p.socketPath, `/report?api_version=1&probe_id=${probe}`)).body);
+    const report = JSON.parse((await httpGetSettled(p.socketPath, `/report?api_version=1&probe_id=${probe}`)).body);
     checkReport(t, report, "endpoint-reporter");
     return Object.keys(report.Endpoint.nodes).filter((id) => id.startsWith(";10.0.0.1;")).sort();
   };
@@ -115,7 +115,7 @@ t.test("each probe_id sees every closed connection exactly once", async (t) => {
   closeConn(table, blink);
   await p.cache.refresh();
   t.same(await fromNodes("alpha"), [";10.0.0.1;40001", ";10.0.0.1;40003"]);
-  t.same(await fromNodes("alpha"), [";10.0.0.1;40001", ";10.0.0.1;40003"], "until the next build, the served body is served again");
+  t.same(await fromNodes("alpha"), [";10.0.0.1;40001"], "before the next build: the open connections, not the delivered close again");
   await p.cache.refresh();
   t.same(await fromNodes("alpha"), [";10.0.0.1;40001"]);
   t.equal(backend.clientCount(), 3);
@@ -125,9 +125,7 @@ t.test("each probe_id sees every closed connection exactly once", async (t) => {
 t.test("answers come from a ready snapshot, rebuilt after changes", async (t) => {
   const { table, backend } = makeBackend();
   for (let i = 0; i < 20_000; i++) table.open(conn({ localAddress: `10.1.${i >> 8}.${i & 255}`, localPort: 30000 + (i % 30000), pid: 1 + (i % 50) }));
-  const started = performance.now();
   const p = await plugin(t, backend, { cache: { minRebuildIntervalMs: 50 } });
-  t.ok(performance.now() - started < 2000, "the first snapshot of 20,000 connections builds quickly");
   await httpGet(p.socketPath, "/report?api_version=1&probe_id=fast");
   await eventually(() => backend.clientCount() === 1);
   await p.cache.refresh();
@@ -139,8 +137,8 @@ t.test("answers come from a ready snapshot, rebuilt after changes", async (t) =>
     times.push(performance.now() - t0);
     t.equal(reply.status, 200);
   }
-  t.equal(p.cache.builds, builds, "serving builds nothing");
-  t.ok(Math.min(...times) < 100, `answered in ${Math.min(...times).toFixed(1)} ms, far under the 500 ms deadline`);
+  // How fast is a figure of scripts/bench/report-latency.ts, not an assertion here.
+  t.equal(p.cache.builds, builds, `serving builds nothing (answered in ${Math.min(...times).toFixed(1)} ms at best)`);
 
   // A build of a big table runs in steps: requests are answered in between, from the last body.
   let built = false;
@@ -166,32 +164,58 @@ t.test("answers come from a ready snapshot, rebuilt after changes", async (t) =>
 t.test("a rebuild waits while a body is still being written, then finishes; the body arrives whole", async (t) => {
   const { table, backend } = makeBackend();
   for (let i = 0; i < 20_000; i++) table.open(conn({ localAddress: `10.1.${i >> 8}.${i & 255}`, localPort: 30000 + (i % 30000), pid: 1 + (i % 50) }));
-  const p = await plugin(t, backend, { cache: { minRebuildIntervalMs: 50 } });
+  // A wait budget far longer than the hold below, so that only a rebuild that does not wait can finish during it.
+  const p = await plugin(t, backend, { cache: { minRebuildIntervalMs: 50, maxWaitForResponsesMs: 120_000 } });
+  await httpGet(p.socketPath, "/report?api_version=1&probe_id=slow");
+  await eventually(() => backend.clientCount() === 1, 5000, "probe registered");
   await p.cache.refresh();
+
+  // Reference, same run: how long a change takes to be rebuilt with no body going out.
+  let builds = p.cache.builds;
+  let t0 = performance.now();
+  table.open(conn({ localAddress: "10.200.0.1", localPort: 12345 }));
+  await eventually(() => p.cache.builds > builds, 60_000, "the reference rebuild");
+  const unhindered = performance.now() - t0;
+  await p.cache.refresh();
+
   // A reader that takes the headers and then stops reading: several MB stay in flight.
-  let resume: () => void = () => {};
+  let resume: (() => void) | undefined;
+  let ended = Number.POSITIVE_INFINITY;
   const received = new Promise<Buffer>((resolve, reject) => {
     const req = request({ socketPath: p.socketPath, path: "/report?api_version=1&probe_id=slow", agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.pause();
       resume = () => void res.on("data", (d: Buffer) => chunks.push(d)).resume();
-      res.on("end", () => resolve(Buffer.concat(chunks)));
+      res.on("end", () => {
+        ended = performance.now();
+        resolve(Buffer.concat(chunks));
+      });
     });
     req.on("error", reject);
     req.end();
   });
-  await eventually(() => resume.toString() !== "() => {}", 2000, "the response headers");
-  const builds = p.cache.builds;
-  table.open(conn({ localAddress: "10.200.0.1", localPort: 12345 }));
-  await new Promise((r) => setTimeout(r, 300));
-  t.equal(p.cache.builds, builds, "no rebuild finished while the body was still going out");
-  resume();
+  await eventually(() => resume !== undefined, 5000, "the response headers");
+  builds = p.cache.builds;
+  const waitsBefore = p.cache.waits;
+  table.open(conn({ localAddress: "10.200.0.2", localPort: 12346 }));
+  // Held for several times what the same rebuild took unhindered: a rebuild that did not wait would be done by then.
+  const hold = Math.max(1_000, 4 * unhindered);
+  t0 = performance.now();
+  let finishedDuringHold = false;
+  while (performance.now() - t0 < hold) {
+    if (p.cache.builds !== builds) finishedDuringHold = true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  t.notOk(finishedDuringHold, `no rebuild finished in ${hold.toFixed(0)} ms of the body going out (unhindered: ${unhindered.toFixed(0)} ms)`);
+  t.ok(p.cache.waits > waitsBefore, "the rebuild paused for the body");
+  resume!();
   const body = await received;
-  await eventually(() => p.cache.builds > builds, 5000, "the rebuild after the body was out");
-  t.equal(Object.keys(JSON.parse(body.toString("utf8")).Endpoint.nodes).length > 20_000, true, "the body arrived whole and parses");
+  await eventually(() => p.cache.builds > builds, 60_000, "the rebuild after the body was out");
+  t.ok(ended < Number.POSITIVE_INFINITY, "the body ended before the rebuild was observed");
+  t.ok(Object.keys(JSON.parse(body.toString("utf8")).Endpoint.nodes).length > 20_000, "the body arrived whole and parses");
 });
 
-t.test("with no probe asking nothing is rebuilt; the first request after the quiet spell wakes the rebuilds", async (t) => {
+t.test("with no probe asking nothing is rebuilt; the first request after the quiet spell is rebuilt for and wakes the rebuilds", async (t) => {
   const { table, backend } = makeBackend();
   table.open(conn({ localAddress: "10.9.0.1", localPort: 40001 }));
   const p = await plugin(t, backend, { cache: { minRebuildIntervalMs: 20, maxAgeMs: 50, idleAfterMs: 200 } });
@@ -199,8 +223,8 @@ t.test("with no probe asking nothing is rebuilt; the first request after the qui
   table.open(conn({ localAddress: "10.9.0.2", localPort: 40002 }));
   await new Promise((r) => setTimeout(r, 300));
   t.equal(p.cache.builds, afterStart, "neither a change nor the age timer rebuilds while nobody asks");
-  const stale = JSON.parse((await httpGet(p.socketPath, "/report?api_version=1&probe_id=idle1")).body);
-  t.notOk(Object.keys(stale.Endpoint.nodes).some((id) => id.includes("10.9.0.2")), "the first request gets the last body, at once");
+  const first = JSON.parse((await httpGet(p.socketPath, "/report?api_version=1&probe_id=idle1")).body);
+  t.ok(Object.keys(first.Endpoint.nodes).some((id) => id.includes("10.9.0.2")), "the first request is not served the old body: it holds the change");
   await eventually(() => p.cache.builds > afterStart, 2000, "the request woke the rebuilds");
   let carried = false;
   for (let i = 0; i < 100 && !carried; i++) {

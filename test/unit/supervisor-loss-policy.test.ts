@@ -11,6 +11,7 @@ import type { NativeCounters } from "../../plugin/ebpf/native-addon.ts";
 import { createLogger } from "../../plugin/log.ts";
 import type { Connection } from "../../plugin/model/connection.ts";
 import { heuristicDirection } from "../../plugin/procfs/index.ts";
+import type { ProgramAttachment } from "../../plugin/model/status.ts";
 import { defaultPolicy, type LiveTracker, Supervisor } from "../../plugin/supervisor/supervisor.ts";
 import { ConnectionTable } from "../../plugin/table/connection-table.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -32,6 +33,9 @@ class FakeTracker implements LiveTracker {
   }
   attachedPrograms(): string[] {
     return ["fake"];
+  }
+  attachments(): ProgramAttachment[] {
+    return [];
   }
   /** What one counter poll would report. */
   skip(count: number): void {

@@ -1,6 +1,7 @@
 /** Model types to the wire messages of scope.endpoint.v1, and back (for clients such as the CLI). */
 import type { Connection, Direction, SourceKind } from "../../model/connection.ts";
 import type { TrackerStatus } from "../../model/status.ts";
+import type { DeliveryCounters } from "../../model/backend.ts";
 import * as pb from "../../generated/endpoint_reporter.ts";
 import { translationFor } from "../../conntrack/active.ts";
 
@@ -38,6 +39,7 @@ export function connectionToWire(c: Connection): pb.Connection {
 export interface StatusExtras {
   clients: number;
   watchers: number;
+  delivery?: DeliveryCounters;
 }
 
 export function statusToWire(s: TrackerStatus, extras: StatusExtras): pb.TrackerStatus {
@@ -47,8 +49,11 @@ export function statusToWire(s: TrackerStatus, extras: StatusExtras): pb.Tracker
     sinceUnixMs: s.sinceMs,
     reason: s.reason,
     counters: { ...s.counters },
+    attachments: (s.attachments ?? []).map((a) => ({ hook: a.hook, type: a.type ?? "", program: a.program ?? "", reason: a.reason })),
     clients: extras.clients,
     watchers: extras.watchers,
+    fdWalk: s.fdWalk ?? "",
+    delivery: extras.delivery === undefined ? undefined : { ...extras.delivery },
     conntrack: s.conntrack === undefined ? undefined : {
       directionsFromConntrack: 0, shortLivedReported: 0, ...s.conntrack.counters, enabled: s.conntrack.enabled, reason: s.conntrack.reason,
     },

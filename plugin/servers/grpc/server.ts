@@ -9,6 +9,7 @@ import type { Logger } from "../../log.ts";
 import { PluginError } from "../../errors.ts";
 import { DEFAULT_GRPC_SOCKET, type GrpcListen, tcpCredentials, tcpTarget } from "./listen-config.ts";
 import { addReflection } from "./reflection.ts";
+import { deliveryInterceptor } from "./report-delivery.ts";
 import { FastEndpointReporterService } from "./report-encoding.ts";
 import { createEndpointReporterService } from "./service.ts";
 import { bindUnixSocket, type BoundSocket } from "../unix-socket.ts";
@@ -25,7 +26,10 @@ export interface GrpcLimits {
   maxConcurrentStreams: number;
   /** Changes a Watch reader may fall behind by before it is cut off with RESOURCE_EXHAUSTED. */
   maxWatchQueue: number;
-  /** Grace for in-flight calls on close before they are cancelled. */
+  /**
+   * Grace for in-flight calls on close before they are cancelled (streams that never end on their
+   * own, such as a standard health Watch, are cancelled then). Well inside the process's 2 s to exit.
+   */
   shutdownGraceMs: number;
   /** Ping interval and answer timeout: peers that stop answering (dead, or hostile) are dropped. */
   keepaliveTimeMs: number;
@@ -37,7 +41,7 @@ export const DEFAULT_GRPC_LIMITS: GrpcLimits = {
   maxSendMessageBytes: 64 * 1024 * 1024,
   maxConcurrentStreams: 100,
   maxWatchQueue: 10_000,
-  shutdownGraceMs: 2_000,
+  shutdownGraceMs: 1_000,
   keepaliveTimeMs: 60_000,
   keepaliveTimeoutMs: 20_000,
 };
@@ -81,6 +85,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     "grpc.max_concurrent_streams": limits.maxConcurrentStreams,
     "grpc.keepalive_time_ms": limits.keepaliveTimeMs,
     "grpc.keepalive_timeout_ms": limits.keepaliveTimeoutMs,
+    interceptors: [deliveryInterceptor],
   });
   const watches = new Set<WatchStream>();
   server.addService(

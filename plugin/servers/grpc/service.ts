@@ -14,9 +14,11 @@ import type {
 import type { ServerWritableStream } from "@grpc/grpc-js";
 import { statusToWire } from "./convert.ts";
 import { lazyEndpointReport } from "./report-encoding.ts";
+import { withSettlement } from "./report-delivery.ts";
 import { WatchStream } from "./watch.ts";
 
 export const MAX_CLIENT_ID_LENGTH = 256;
+const EVICTION_LOG_INTERVAL_MS = 10_000;
 
 /**
  * gRPC readers get their own namespace in the backend's client registry, so a tool can never
@@ -37,7 +39,20 @@ export interface ServiceOptions {
 export function createEndpointReporterService(options: ServiceOptions): EndpointReporterServer {
   const { backend, hostId, watches, log } = options;
   const currentStatus = (): TrackerStatus =>
-    statusToWire(backend.status(), { clients: backend.clientCount(), watchers: watches.size });
+    statusToWire(backend.status(), { clients: backend.clientCount(), watchers: watches.size, delivery: backend.delivery() });
+  // One line per burst, not per eviction: a script minting an id per call would flood the log.
+  let lastEvictionLogMs = -Infinity;
+  let evictionsSinceLog = 0;
+  const noteEviction = (evicted: string) => {
+    evictionsSinceLog++;
+    const now = Date.now();
+    if (now - lastEvictionLogMs < EVICTION_LOG_INTERVAL_MS) return;
+    log?.warn("too many gRPC client ids; the least recently asking one was forgotten (it starts over with first_report on its next call)", {
+      code: "ERR_TOO_MANY_CLIENTS", evicted: evicted.replace(/^grpc:/, ""), evictedSinceLastLine: evictionsSinceLog,
+    });
+    lastEvictionLogMs = now;
+    evictionsSinceLog = 0;
+  };
 
   return {
     report(call: ServerUnaryCall<ReportRequest, EndpointReport>, callback: sendUnaryData<EndpointReport>) {
@@ -47,15 +62,17 @@ export function createEndpointReporterService(options: ServiceOptions): Endpoint
         return;
       }
       guard(callback, log, () => {
-        const result = backend.report(backendClientId(call.request.clientId));
+        const result = backend.prepareReport(backendClientId(call.request.clientId));
+        if (result.evictedClient !== undefined) noteEviction(result.evictedClient);
         // Connections are converted and encoded by the Report serializer (report-encoding.ts),
-        // once per connection object rather than on every call.
-        return lazyEndpointReport({
+        // once per connection object rather than on every call. The closes in it count as seen
+        // only once grpc-js has written it out (report-delivery.ts, installed by server.ts).
+        return withSettlement(lazyEndpointReport({
           hostId,
           status: currentStatus(),
           droppedClosed: result.droppedClosed,
           firstReport: result.firstReport,
-        }, result.connections);
+        }, result.connections), result);
       });
     },
 

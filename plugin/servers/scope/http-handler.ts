@@ -14,25 +14,35 @@ export const MAX_BODY_BYTES = 64 * 1024;
 const PROBE_ID = /^[A-Za-z0-9._:-]+$/;
 
 export interface ReportSource {
+  /** The body to answer with; serving it delivers nothing by itself. */
   bodyFor(probeId: string | undefined): Buffer;
+  /** Before bodyFor: waits while the body on hand is not current; a stand-in body if none got ready in time. */
+  awaitCurrent?(probeId: string | undefined): Promise<Buffer | undefined> | undefined;
+  /** The whole of `body` went out to this probe. */
+  bodySent?(probeId: string, body: Buffer): void;
+  /** `body` did not go out whole. */
+  bodyAbandoned?(probeId: string | undefined, body: Buffer): void;
   /** Told when a body starts going out; the returned function is called once it is out or abandoned. */
   responseWriting?(): () => void;
 }
 
 export function createScopeRequestHandler(source: ReportSource, log?: Logger) {
   return (req: IncomingMessage, res: ServerResponse): void => {
-    try {
-      discardBody(req, res);
-      route(source, req, res);
-    } catch (error) {
+    const fail = (error: unknown) => {
       log?.error("scope plugin request failed", { error });
       if (!res.headersSent) sendText(res, 500, "internal error\n");
       else res.destroy();
+    };
+    try {
+      discardBody(req, res);
+      route(source, req, res).catch(fail);
+    } catch (error) {
+      fail(error);
     }
   };
 }
 
-function route(source: ReportSource, req: IncomingMessage, res: ServerResponse): void {
+async function route(source: ReportSource, req: IncomingMessage, res: ServerResponse): Promise<void> {
   let url: URL;
   try {
     url = new URL(req.url ?? "", "http://plugin");
@@ -56,15 +66,35 @@ function route(source: ReportSource, req: IncomingMessage, res: ServerResponse):
     sendText(res, 400, `${(error as Error).message}\n`);
     return;
   }
-  const body = source.bodyFor(probeId);
+  const waiting = source.awaitCurrent?.(probeId);
+  const standIn = waiting === undefined ? undefined : await waiting;
+  // The client gave up while a current body was being built.
+  if (res.destroyed) return;
+  const body = standIn ?? source.bodyFor(probeId);
   res.writeHead(200, { "Content-Type": "application/json", "Content-Length": body.length });
+  // A HEAD answer carries nothing, so it delivers nothing.
   if (req.method === "HEAD") return void res.end();
   const written = source.responseWriting?.();
-  if (written !== undefined) {
-    res.once("finish", written);
-    res.once("close", written);
-  }
-  res.end(body);
+  const socket = req.socket;
+  let settled = false;
+  const settle = (whole: boolean) => {
+    if (settled) return;
+    settled = true;
+    written?.();
+    if (!whole) source.bodyAbandoned?.(probeId, body);
+    else if (probeId !== undefined) source.bodySent?.(probeId, body);
+  };
+  // Sent whole: the body's write completed on a socket still alive and without an error, so every
+  // byte is with the kernel. Node calls that callback, and emits "finish", even when the probe
+  // reset the connection half-way (its 500 ms deadline), so the socket's state decides. The end
+  // of the response goes separately, after: a client that closes once it has every byte makes
+  // that last empty write fail (EPIPE), which says nothing about the body.
+  res.write(body, () => {
+    const whole = !socket.destroyed && socket.errored == null;
+    res.end();
+    settle(whole);
+  });
+  res.once("close", () => settle(false));
 }
 
 /** The probe_id, or undefined when absent; throws ERR_BAD_REQUEST for values Scope never sends. */

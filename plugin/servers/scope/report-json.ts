@@ -14,6 +14,7 @@ import type { Connection } from "../../model/connection.ts";
 import type { TrackerStatus } from "../../model/status.ts";
 import { activeFlows } from "../../conntrack/active.ts";
 import { applyNat } from "../../conntrack/nat-topology.ts";
+import type { DeliveryCounters } from "../../model/backend.ts";
 import { collectNodes, type EdgeDeriver, renderNodesJsonChunks, type Steps } from "./endpoint-topology.ts";
 
 export const API_VERSION = "1";
@@ -44,6 +45,8 @@ export interface ReportStatus {
   closedConnections: number;
   /** Closed connections this probe will never see (its buffer overflowed). */
   droppedClosed: number;
+  /** How handing closes to clients went (gRPC and Scope alike). */
+  delivery?: DeliveryCounters;
   generatedAt: string;
   /** NAT mapping from conntrack: on or off, why, counters. */
   conntrack?: TrackerStatus["conntrack"];
@@ -55,6 +58,7 @@ export interface ReportInput {
   droppedClosed: number;
   status: TrackerStatus;
   clients: number;
+  delivery?: DeliveryCounters;
   now: Date;
 }
 
@@ -92,6 +96,7 @@ export function* renderScopeReportBody(identity: PluginIdentity, deriver: EdgeDe
     openConnections: input.open.length,
     closedConnections: input.closed.length,
     droppedClosed: input.droppedClosed,
+    delivery: input.delivery,
     generatedAt: timestamp,
     conntrack: input.status.conntrack,
   };
