@@ -9,6 +9,8 @@
         "src/batch_pipe.cc",
         "src/attach_plan.c",
         "src/bpf_session.cc",
+        "src/conntrack_netlink.cc",
+        "src/conntrack_wrap.cc",
         "src/fd_walk.cc",
         "src/libbpf_log.cc",
         "src/snapshot_session.cc",

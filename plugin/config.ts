@@ -36,6 +36,7 @@ export interface Config {
   deathWindowMs: number;
   ebpfRetryMs: number;
   debugBpfStopFile: string;
+  conntrack: boolean;
 }
 
 type Spec = { type: "string" | "boolean"; default: string; help: string };
@@ -66,6 +67,7 @@ export const flags: Record<string, Spec> = {
   "proc-poll-interval-ms": { type: "string", default: "3000", help: "scan period while on the /proc fallback" },
   "death-window-ms": { type: "string", default: "60000", help: "a second death or loss within this window means fall back" },
   "ebpf-retry-ms": { type: "string", default: "300000", help: "first retry of eBPF after a fallback (doubles up to 1 h)" },
+  "conntrack": { type: "boolean", default: "true", help: "read conntrack for NAT mapping and the /proc fallback's short-lived connections (--no-conntrack to disable)" },
   "debug-bpf-stop-file": { type: "string", default: "", help: "debug: when this file appears the eBPF tracker is killed (off when empty)" },
 };
 
@@ -137,5 +139,6 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     deathWindowMs: int("death-window-ms"),
     ebpfRetryMs: int("ebpf-retry-ms"),
     debugBpfStopFile: raw("debug-bpf-stop-file"),
+    conntrack: raw("conntrack") !== "false",
   };
 }

@@ -14,12 +14,16 @@ import { readKernelFacts } from "./supervisor/kernel-support.ts";
 import { Supervisor, defaultPolicy, type ScanOutcome } from "./supervisor/supervisor.ts";
 import { ConnectionTable } from "./table/connection-table.ts";
 import { createReportBackend } from "./table/report-backend.ts";
+import { setActiveFlows } from "./conntrack/active.ts";
+import { ConntrackSource } from "./conntrack/conntrack-source.ts";
+import { ProcfsConntrack } from "./conntrack/procfs-conntrack.ts";
 
 export interface TrackerStack {
   table: ConnectionTable;
   supervisor: Supervisor;
   /** Which scan seeds and reconciles: the BPF socket iterator while eBPF is live, else /proc. */
   scans: ScanSource;
+  conntrack: ConntrackSource;
   backend: ReturnType<typeof createReportBackend>;
   stop(): Promise<void>;
 }
@@ -27,6 +31,7 @@ export interface TrackerStack {
 export type StackConfig = Pick<Config,
   | "source" | "procRoot" | "btfPath" | "maxConnections" | "maxClosedPerClient" | "clientExpiryMs" | "ringBufferBytes"
   | "drainIntervalMs" | "holdBackMs" | "reconcileIntervalMs" | "procPollIntervalMs" | "deathWindowMs" | "ebpfRetryMs" | "debugBpfStopFile"
+  | "conntrack"
 > & {
   kernelOverride?: { release: string; version: string };
   /** --source ebpf: first restart back-off after deaths (defaultPolicy.requiredRetryFirstMs). */
@@ -50,6 +55,7 @@ export const defaultStackConfig: StackConfig = {
   deathWindowMs: defaultPolicy.deathWindowMs,
   ebpfRetryMs: defaultPolicy.firstRetryMs,
   debugBpfStopFile: "",
+  conntrack: true,
 };
 
 /** `signal` stops a start in progress: the seed scan is abandoned and the start rejects (ERR_STOPPED). */
@@ -63,7 +69,22 @@ export async function startTrackerStack(config: StackConfig, log: Logger, signal
     objectPath: config.snapshotObjectPath,
     log: log.child({ component: "scan" }),
   });
-  const backend = createReportBackend(table, () => withScanSource(supervisor!.status(), scans), {
+  // Conntrack first, so that the seeding scan already finds the flows' directions.
+  const conntrack = new ConntrackSource({
+    procRoot: config.procRoot,
+    retryMs: 60_000,
+    flows: { holdsLocalPort: (port) => table.hasLocalPort(port) },
+    disabled: config.conntrack ? undefined : "configured: --no-conntrack",
+  }, log.child({ component: "conntrack" }));
+  conntrack.start();
+  setActiveFlows(conntrack.flows);
+  const procfsConntrack = new ProcfsConntrack(conntrack, table, () => supervisor?.status().source === "procfs");
+  const status = () => {
+    const s = withScanSource(supervisor!.status(), scans);
+    const ct = conntrack.status();
+    return { ...s, conntrack: { ...ct, counters: { ...ct.counters, ...procfsConntrack.counters } } };
+  };
+  const backend = createReportBackend(table, status, {
     maxClosedPerClient: config.maxClosedPerClient,
     clientExpiryMs: config.clientExpiryMs,
   });
@@ -79,7 +100,7 @@ export async function startTrackerStack(config: StackConfig, log: Logger, signal
       holdBackMs: config.holdBackMs,
       debugKillFile: config.debugBpfStopFile || undefined,
     },
-    scan: (signal) => scans.scan(signal),
+    scan: procfsConntrack.wrap((signal) => scans.scan(signal)),
     fdWalk: () => fdWalkChoice().reason,
     heuristic: heuristicDirection,
     reconcileIntervalMs: config.reconcileIntervalMs,
@@ -103,11 +124,14 @@ export async function startTrackerStack(config: StackConfig, log: Logger, signal
     table,
     supervisor,
     scans,
+    conntrack,
     backend,
     async stop() {
       clearInterval(expiry);
       await supervisor!.stop();
       scans.close();
+      conntrack.stop();
+      setActiveFlows(undefined);
     },
   };
 }

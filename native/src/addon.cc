@@ -3,6 +3,7 @@
 #include <napi.h>
 #include <time.h>
 
+#include "conntrack_wrap.h"
 #include "fd_walk.h"
 #include "libbpf_log.h"
 #include "snapshot_wrap.h"
@@ -21,6 +22,7 @@ Napi::Value MonotonicNowNs(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   scope_tracker::InstallLibbpfLog();  // keep libbpf off stderr; errors quote its log
   exports.Set("Tracker", scope_tracker::Tracker::Init(env));
+  exports.Set("Conntrack", scope_tracker::Conntrack::Init(env));
   exports.Set("recordSize", Napi::Number::New(env, 80));
   exports.Set("monotonicNowNs", Napi::Function::New(env, MonotonicNowNs, "monotonicNowNs"));
   exports.Set("SocketSnapshot", scope_tracker::SocketSnapshot::Init(env));

@@ -32,6 +32,7 @@ export function statusJson(s: pb.TrackerStatus | undefined) {
     clients: s.clients,
     watchers: s.watchers,
     delivery: s.delivery ?? {},
+    ...(s.conntrack === undefined ? {} : { conntrack: s.conntrack }),
   };
 }
 
@@ -100,6 +101,7 @@ export function formatStatus(s: pb.TrackerStatus, now: number = Date.now()): str
     `since:    ${j.since} (${formatAge(now - sinceMs)} ago)`,
     `reason:   ${j.reason || "-"}`,
     `clients:  ${j.clients} with closed-connection buffers, ${j.watchers} watching`,
+    ...(s.conntrack === undefined ? [] : [`nat:      ${s.conntrack.enabled ? `on: ${s.conntrack.reason}` : s.conntrack.reason} (${s.conntrack.natFlows} NATed flows, ${s.conntrack.lostEvents} lost events)`]),
     "counters:",
   ];
   const counters = Object.entries(j.counters);

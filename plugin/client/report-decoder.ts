@@ -75,6 +75,7 @@ export class ReportDecoder {
   #connection(start: number, end: number): Connection | undefined {
     let localAddress = "", localPort = 0, remoteAddress = "", remotePort = 0, networkNamespace = 0, pid = 0;
     let comm = "", direction = 0, closed = false, source = 0;
+    let natLocalAddress = "", natLocalPort = 0, natRemoteAddress = "", natRemotePort = 0;
     this.#pos = start;
     while (this.#pos < end) {
       const tag = this.#varint32();
@@ -83,6 +84,10 @@ export class ReportDecoder {
         case 10: localAddress = this.#string(end); break;
         case 26: remoteAddress = this.#string(end); break;
         case 58: comm = this.#string(end); break;
+        case 90: natLocalAddress = this.#string(end); break;
+        case 106: natRemoteAddress = this.#string(end); break;
+        case 96: ok = (natLocalPort = this.#varint32()) >= 0; break;
+        case 112: ok = (natRemotePort = this.#varint32()) >= 0; break;
         case 16: ok = (localPort = this.#varint32()) >= 0; break;
         case 32: ok = (remotePort = this.#varint32()) >= 0; break;
         case 40: ok = (networkNamespace = this.#varint32()) >= 0; break;
@@ -102,7 +107,7 @@ export class ReportDecoder {
       }
       if (!ok || this.#pos > end) return undefined;
     }
-    return { localAddress, localPort, remoteAddress, remotePort, networkNamespace, pid, comm, direction, closed, source };
+    return { localAddress, localPort, remoteAddress, remotePort, networkNamespace, pid, comm, direction, closed, source, natLocalAddress, natLocalPort, natRemoteAddress, natRemotePort };
   }
 
   /** Past one field of an unknown tag; false for groups, tag 0 and invalid wire types. */

@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { existsSync } from "node:fs";
 import { PluginError } from "../errors.ts";
+import type { NativeConntrack, NativeConntrackOptions } from "../conntrack/conntrack-source.ts";
 import type { ProgramAttachment } from "../model/status.ts";
 
 export interface NativeCounters {
@@ -42,6 +43,8 @@ export interface NativeTracker {
 
 interface NativeAddon {
   Tracker: new (options: NativeTrackerOptions) => NativeTracker;
+  /** The ctnetlink reader (native/src/conntrack_wrap.h); throws with `errno` when the kernel says no. */
+  Conntrack: new (options: NativeConntrackOptions) => NativeConntrack;
   /** CLOCK_MONOTONIC in ns: the clock of the events' timestamps, whatever the JS runtime's own clocks count from. */
   monotonicNowNs(): number;
   /**

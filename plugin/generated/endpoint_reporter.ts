@@ -183,6 +183,18 @@ export interface Connection {
   direction: Direction;
   closed: boolean;
   source: Source;
+  /**
+   * When conntrack in the plugin's network namespace shows a NAT translation for this connection,
+   * the other side of the NAT; empty and 0 where nothing was rewritten:
+   * nat_local_*: this end as the remote end sees it (SNAT seen from the connecting side, e.g. a
+   * masqueraded client; DNAT seen from the accepting side: the Service address the client dialled);
+   * nat_remote_*: where the remote end really is (DNAT seen from the connecting side: the pod behind
+   * a Service address; SNAT seen from the accepting side: the client behind the masquerade).
+   */
+  natLocalAddress: string;
+  natLocalPort: number;
+  natRemoteAddress: string;
+  natRemotePort: number;
 }
 
 export interface EndpointReport {
@@ -293,6 +305,8 @@ export interface TrackerStatus {
     | undefined;
   /** While eBPF is live: the program attached to each kernel hook and why. Empty otherwise. */
   attachments: ProgramAttachment[];
+  /** NAT mapping from conntrack: on or off, and why. */
+  conntrack: ConntrackStatus | undefined;
 }
 
 /** How handing closed connections to clients went. */
@@ -331,6 +345,36 @@ export interface ProgramAttachment {
   program: string;
   /** Why this type, and why not the preferred one. */
   reason: string;
+}
+
+export interface ConntrackStatus {
+  /**
+   * True while conntrack is read (NAT translations, copies in the Scope report, the /proc
+   * fallback's short-lived connections).
+   */
+  enabled: boolean;
+  /** Why it is on or off, e.g. "NAT mapping off: no permission to read conntrack (...CAP_NET_ADMIN...)". */
+  reason: string;
+  /** TCP flows conntrack holds now, and NATed ones (including those ended within the grace period). */
+  flows: number;
+  natFlows: number;
+  /** Times the kernel dropped conntrack events for us (ENOBUFS; each followed by a fresh dump). */
+  lostEvents: number;
+  dumps: number;
+  lastDumpFlows: number;
+  /** Flows past the flow cap, ended flows past the cap between two /proc scans, records that did not decode. */
+  flowsDropped: number;
+  endedDropped: number;
+  malformedRecords: number;
+  /**
+   * /proc scans: connections whose direction conntrack decided (no listening socket did), and
+   * connections that opened and closed between two scans, reported from conntrack.
+   */
+  directionsFromConntrack: number;
+  shortLivedReported: number;
+  /** Untranslated flows passed over while only NATed ones are kept (eBPF live), and records applied. */
+  untranslatedSkipped: number;
+  records: number;
 }
 
 function createBaseReportRequest(): ReportRequest {
@@ -418,6 +462,10 @@ function createBaseConnection(): Connection {
     direction: 0,
     closed: false,
     source: 0,
+    natLocalAddress: "",
+    natLocalPort: 0,
+    natRemoteAddress: "",
+    natRemotePort: 0,
   };
 }
 
@@ -452,6 +500,18 @@ export const Connection: MessageFns<Connection> = {
     }
     if (message.source !== 0) {
       writer.uint32(80).int32(message.source);
+    }
+    if (message.natLocalAddress !== "") {
+      writer.uint32(90).string(message.natLocalAddress);
+    }
+    if (message.natLocalPort !== 0) {
+      writer.uint32(96).uint32(message.natLocalPort);
+    }
+    if (message.natRemoteAddress !== "") {
+      writer.uint32(106).string(message.natRemoteAddress);
+    }
+    if (message.natRemotePort !== 0) {
+      writer.uint32(112).uint32(message.natRemotePort);
     }
     return writer;
   },
@@ -549,6 +609,38 @@ export const Connection: MessageFns<Connection> = {
             message.source = reader.int32() as any;
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.natLocalAddress = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.natLocalPort = reader.uint32();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.natRemoteAddress = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.natRemotePort = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -593,6 +685,26 @@ export const Connection: MessageFns<Connection> = {
       direction: isSet(object.direction) ? directionFromJSON(object.direction) : 0,
       closed: isSet(object.closed) ? globalThis.Boolean(object.closed) : false,
       source: isSet(object.source) ? sourceFromJSON(object.source) : 0,
+      natLocalAddress: isSet(object.natLocalAddress)
+        ? globalThis.String(object.natLocalAddress)
+        : isSet(object.nat_local_address)
+        ? globalThis.String(object.nat_local_address)
+        : "",
+      natLocalPort: isSet(object.natLocalPort)
+        ? globalThis.Number(object.natLocalPort)
+        : isSet(object.nat_local_port)
+        ? globalThis.Number(object.nat_local_port)
+        : 0,
+      natRemoteAddress: isSet(object.natRemoteAddress)
+        ? globalThis.String(object.natRemoteAddress)
+        : isSet(object.nat_remote_address)
+        ? globalThis.String(object.nat_remote_address)
+        : "",
+      natRemotePort: isSet(object.natRemotePort)
+        ? globalThis.Number(object.natRemotePort)
+        : isSet(object.nat_remote_port)
+        ? globalThis.Number(object.nat_remote_port)
+        : 0,
     };
   },
 
@@ -628,6 +740,18 @@ export const Connection: MessageFns<Connection> = {
     if (message.source !== 0) {
       obj.source = sourceToJSON(message.source);
     }
+    if (message.natLocalAddress !== "") {
+      obj.natLocalAddress = message.natLocalAddress;
+    }
+    if (message.natLocalPort !== 0) {
+      obj.natLocalPort = Math.round(message.natLocalPort);
+    }
+    if (message.natRemoteAddress !== "") {
+      obj.natRemoteAddress = message.natRemoteAddress;
+    }
+    if (message.natRemotePort !== 0) {
+      obj.natRemotePort = Math.round(message.natRemotePort);
+    }
     return obj;
   },
 
@@ -646,6 +770,10 @@ export const Connection: MessageFns<Connection> = {
     message.direction = object.direction ?? 0;
     message.closed = object.closed ?? false;
     message.source = object.source ?? 0;
+    message.natLocalAddress = object.natLocalAddress ?? "";
+    message.natLocalPort = object.natLocalPort ?? 0;
+    message.natRemoteAddress = object.natRemoteAddress ?? "";
+    message.natRemotePort = object.natRemotePort ?? 0;
     return message;
   },
 };
@@ -1547,6 +1675,7 @@ function createBaseTrackerStatus(): TrackerStatus {
     fdWalk: "",
     delivery: undefined,
     attachments: [],
+    conntrack: undefined,
   };
 }
 
@@ -1581,6 +1710,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     }
     for (const v of message.attachments) {
       ProgramAttachment.encode(v!, writer.uint32(170).fork()).join();
+    }
+    if (message.conntrack !== undefined) {
+      ConntrackStatus.encode(message.conntrack, writer.uint32(178).fork()).join();
     }
     return writer;
   },
@@ -1678,6 +1810,14 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
             message.attachments.push(ProgramAttachment.decode(reader, reader.uint32()));
             continue;
           }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.conntrack = ConntrackStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1712,6 +1852,7 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
       attachments: globalThis.Array.isArray(object?.attachments)
         ? object.attachments.map((e: any) => ProgramAttachment.fromJSON(e))
         : [],
+      conntrack: isSet(object.conntrack) ? ConntrackStatus.fromJSON(object.conntrack) : undefined,
     };
   },
 
@@ -1747,6 +1888,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
     if (message.attachments?.length) {
       obj.attachments = message.attachments.map((e) => ProgramAttachment.toJSON(e));
     }
+    if (message.conntrack !== undefined) {
+      obj.conntrack = ConntrackStatus.toJSON(message.conntrack);
+    }
     return obj;
   },
 
@@ -1769,6 +1913,9 @@ export const TrackerStatus: MessageFns<TrackerStatus> = {
       ? DeliveryCounters.fromPartial(object.delivery)
       : undefined;
     message.attachments = object.attachments?.map((e) => ProgramAttachment.fromPartial(e)) || [];
+    message.conntrack = (object.conntrack !== undefined && object.conntrack !== null)
+      ? ConntrackStatus.fromPartial(object.conntrack)
+      : undefined;
     return message;
   },
 };
@@ -2045,6 +2192,334 @@ export const ProgramAttachment: MessageFns<ProgramAttachment> = {
     message.type = object.type ?? "";
     message.program = object.program ?? "";
     message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseConntrackStatus(): ConntrackStatus {
+  return {
+    enabled: false,
+    reason: "",
+    flows: 0,
+    natFlows: 0,
+    lostEvents: 0,
+    dumps: 0,
+    lastDumpFlows: 0,
+    flowsDropped: 0,
+    endedDropped: 0,
+    malformedRecords: 0,
+    directionsFromConntrack: 0,
+    shortLivedReported: 0,
+    untranslatedSkipped: 0,
+    records: 0,
+  };
+}
+
+export const ConntrackStatus: MessageFns<ConntrackStatus> = {
+  encode(message: ConntrackStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.enabled !== false) {
+      writer.uint32(8).bool(message.enabled);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.flows !== 0) {
+      writer.uint32(24).uint64(message.flows);
+    }
+    if (message.natFlows !== 0) {
+      writer.uint32(32).uint64(message.natFlows);
+    }
+    if (message.lostEvents !== 0) {
+      writer.uint32(40).uint64(message.lostEvents);
+    }
+    if (message.dumps !== 0) {
+      writer.uint32(48).uint64(message.dumps);
+    }
+    if (message.lastDumpFlows !== 0) {
+      writer.uint32(56).uint64(message.lastDumpFlows);
+    }
+    if (message.flowsDropped !== 0) {
+      writer.uint32(64).uint64(message.flowsDropped);
+    }
+    if (message.endedDropped !== 0) {
+      writer.uint32(72).uint64(message.endedDropped);
+    }
+    if (message.malformedRecords !== 0) {
+      writer.uint32(80).uint64(message.malformedRecords);
+    }
+    if (message.directionsFromConntrack !== 0) {
+      writer.uint32(88).uint64(message.directionsFromConntrack);
+    }
+    if (message.shortLivedReported !== 0) {
+      writer.uint32(96).uint64(message.shortLivedReported);
+    }
+    if (message.untranslatedSkipped !== 0) {
+      writer.uint32(104).uint64(message.untranslatedSkipped);
+    }
+    if (message.records !== 0) {
+      writer.uint32(112).uint64(message.records);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConntrackStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConntrackStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.enabled = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.flows = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.natFlows = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.lostEvents = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.dumps = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.lastDumpFlows = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.flowsDropped = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.endedDropped = longToNumber(reader.uint64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.malformedRecords = longToNumber(reader.uint64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.directionsFromConntrack = longToNumber(reader.uint64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.shortLivedReported = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.untranslatedSkipped = longToNumber(reader.uint64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.records = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConntrackStatus {
+    return {
+      enabled: isSet(object.enabled) ? globalThis.Boolean(object.enabled) : false,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      flows: isSet(object.flows) ? globalThis.Number(object.flows) : 0,
+      natFlows: isSet(object.natFlows)
+        ? globalThis.Number(object.natFlows)
+        : isSet(object.nat_flows)
+        ? globalThis.Number(object.nat_flows)
+        : 0,
+      lostEvents: isSet(object.lostEvents)
+        ? globalThis.Number(object.lostEvents)
+        : isSet(object.lost_events)
+        ? globalThis.Number(object.lost_events)
+        : 0,
+      dumps: isSet(object.dumps) ? globalThis.Number(object.dumps) : 0,
+      lastDumpFlows: isSet(object.lastDumpFlows)
+        ? globalThis.Number(object.lastDumpFlows)
+        : isSet(object.last_dump_flows)
+        ? globalThis.Number(object.last_dump_flows)
+        : 0,
+      flowsDropped: isSet(object.flowsDropped)
+        ? globalThis.Number(object.flowsDropped)
+        : isSet(object.flows_dropped)
+        ? globalThis.Number(object.flows_dropped)
+        : 0,
+      endedDropped: isSet(object.endedDropped)
+        ? globalThis.Number(object.endedDropped)
+        : isSet(object.ended_dropped)
+        ? globalThis.Number(object.ended_dropped)
+        : 0,
+      malformedRecords: isSet(object.malformedRecords)
+        ? globalThis.Number(object.malformedRecords)
+        : isSet(object.malformed_records)
+        ? globalThis.Number(object.malformed_records)
+        : 0,
+      directionsFromConntrack: isSet(object.directionsFromConntrack)
+        ? globalThis.Number(object.directionsFromConntrack)
+        : isSet(object.directions_from_conntrack)
+        ? globalThis.Number(object.directions_from_conntrack)
+        : 0,
+      shortLivedReported: isSet(object.shortLivedReported)
+        ? globalThis.Number(object.shortLivedReported)
+        : isSet(object.short_lived_reported)
+        ? globalThis.Number(object.short_lived_reported)
+        : 0,
+      untranslatedSkipped: isSet(object.untranslatedSkipped)
+        ? globalThis.Number(object.untranslatedSkipped)
+        : isSet(object.untranslated_skipped)
+        ? globalThis.Number(object.untranslated_skipped)
+        : 0,
+      records: isSet(object.records) ? globalThis.Number(object.records) : 0,
+    };
+  },
+
+  toJSON(message: ConntrackStatus): unknown {
+    const obj: any = {};
+    if (message.enabled !== false) {
+      obj.enabled = message.enabled;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.flows !== 0) {
+      obj.flows = Math.round(message.flows);
+    }
+    if (message.natFlows !== 0) {
+      obj.natFlows = Math.round(message.natFlows);
+    }
+    if (message.lostEvents !== 0) {
+      obj.lostEvents = Math.round(message.lostEvents);
+    }
+    if (message.dumps !== 0) {
+      obj.dumps = Math.round(message.dumps);
+    }
+    if (message.lastDumpFlows !== 0) {
+      obj.lastDumpFlows = Math.round(message.lastDumpFlows);
+    }
+    if (message.flowsDropped !== 0) {
+      obj.flowsDropped = Math.round(message.flowsDropped);
+    }
+    if (message.endedDropped !== 0) {
+      obj.endedDropped = Math.round(message.endedDropped);
+    }
+    if (message.malformedRecords !== 0) {
+      obj.malformedRecords = Math.round(message.malformedRecords);
+    }
+    if (message.directionsFromConntrack !== 0) {
+      obj.directionsFromConntrack = Math.round(message.directionsFromConntrack);
+    }
+    if (message.shortLivedReported !== 0) {
+      obj.shortLivedReported = Math.round(message.shortLivedReported);
+    }
+    if (message.untranslatedSkipped !== 0) {
+      obj.untranslatedSkipped = Math.round(message.untranslatedSkipped);
+    }
+    if (message.records !== 0) {
+      obj.records = Math.round(message.records);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConntrackStatus>): ConntrackStatus {
+    return ConntrackStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConntrackStatus>): ConntrackStatus {
+    const message = createBaseConntrackStatus();
+    message.enabled = object.enabled ?? false;
+    message.reason = object.reason ?? "";
+    message.flows = object.flows ?? 0;
+    message.natFlows = object.natFlows ?? 0;
+    message.lostEvents = object.lostEvents ?? 0;
+    message.dumps = object.dumps ?? 0;
+    message.lastDumpFlows = object.lastDumpFlows ?? 0;
+    message.flowsDropped = object.flowsDropped ?? 0;
+    message.endedDropped = object.endedDropped ?? 0;
+    message.malformedRecords = object.malformedRecords ?? 0;
+    message.directionsFromConntrack = object.directionsFromConntrack ?? 0;
+    message.shortLivedReported = object.shortLivedReported ?? 0;
+    message.untranslatedSkipped = object.untranslatedSkipped ?? 0;
+    message.records = object.records ?? 0;
     return message;
   },
 };

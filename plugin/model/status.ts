@@ -1,5 +1,6 @@
 /** The tracker's self-description, shown in every report so that nobody has to guess which source is live. */
 import type { SourceKind } from "./connection.ts";
+import type { ConntrackStatus } from "../conntrack/conntrack-source.ts";
 
 export interface TrackerCounters {
   events: number;
@@ -54,6 +55,8 @@ export interface TrackerStatus {
   /** Why this source is live: the exact error or the policy that chose it. */
   reason: string;
   counters: TrackerCounters;
+  /** NAT mapping from conntrack: on or off and why (absent where no conntrack source was set up). */
+  conntrack?: ConntrackStatus;
   /** How /proc scans map sockets to processes, and why that walk (the native one, or JS and why not native). */
   fdWalk?: string;
   /** While eBPF is live: what got attached to each hook and why. Absent otherwise. */

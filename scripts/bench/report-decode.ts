@@ -26,6 +26,10 @@ function connections(n: number, distinct: boolean): Connection[] {
     direction: i % 2 ? Direction.DIRECTION_INCOMING : Direction.DIRECTION_OUTGOING,
     closed: i % 20 === 0,
     source: Source.SOURCE_EBPF,
+    natLocalAddress: "",
+    natLocalPort: 0,
+    natRemoteAddress: "",
+    natRemotePort: 0,
   }));
 }
 

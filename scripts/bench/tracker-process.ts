@@ -9,7 +9,9 @@ import { defaultStackConfig, startTrackerStack } from "../../plugin/plugin.ts";
 
 const ringBufferBytes = Number(process.env.RING_BUFFER_BYTES ?? defaultStackConfig.ringBufferBytes);
 const drainIntervalMs = Number(process.env.DRAIN_INTERVAL_MS ?? defaultStackConfig.drainIntervalMs);
-const stack = await startTrackerStack({ ...defaultStackConfig, source: "ebpf", ringBufferBytes, drainIntervalMs }, createLogger("warn"));
+// CONNTRACK=0 runs it without the conntrack source (scripts/bench/conntrack-churn.ts compares both).
+const conntrack = process.env.CONNTRACK !== "0";
+const stack = await startTrackerStack({ ...defaultStackConfig, source: "ebpf", ringBufferBytes, drainIntervalMs, conntrack }, createLogger("warn"));
 const cpuAtStart = process.cpuUsage();
 const readerIntervalMs = Number(process.env.READER_INTERVAL_MS ?? 1000);
 let reported = 0;
@@ -21,7 +23,8 @@ process.stdout.write("ready\n");
 process.on("SIGTERM", async () => {
   const cpu = process.cpuUsage(cpuAtStart);
   const status = stack.supervisor.status();
+  const ct = stack.conntrack.status();
   await stack.stop();
-  process.stdout.write(`${JSON.stringify({ ...status.counters, source: status.source, opened, closed, reported, cpuUserMs: cpu.user / 1000, cpuSysMs: cpu.system / 1000, heapUsedBytes: process.memoryUsage().heapUsed })}\n`);
+  process.stdout.write(`${JSON.stringify({ ...status.counters, conntrack: { enabled: ct.enabled, ...ct.counters }, source: status.source, opened, closed, reported, cpuUserMs: cpu.user / 1000, cpuSysMs: cpu.system / 1000, heapUsedBytes: process.memoryUsage().heapUsed })}\n`);
   process.exit(0);
 });

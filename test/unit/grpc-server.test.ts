@@ -41,6 +41,7 @@ for (const transport of transports) {
     t.same(first.connections[0], {
       localAddress: "10.0.0.1", localPort: 1001, remoteAddress: "10.0.0.2", remotePort: 80, networkNamespace: 4026531840,
       pid: 1234, comm: "curl", direction: pb.Direction.DIRECTION_OUTGOING, closed: false, source: pb.Source.SOURCE_EBPF,
+      natLocalAddress: "", natLocalPort: 0, natRemoteAddress: "", natRemotePort: 0,
     });
     t.equal(first.status?.reason, STATUS.reason);
     t.equal(first.status?.since?.getTime(), STATUS.sinceMs);

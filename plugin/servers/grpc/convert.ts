@@ -3,6 +3,7 @@ import type { Connection, Direction, SourceKind } from "../../model/connection.t
 import type { TrackerStatus } from "../../model/status.ts";
 import type { DeliveryCounters } from "../../model/backend.ts";
 import * as pb from "../../generated/endpoint_reporter.ts";
+import { translationFor } from "../../conntrack/active.ts";
 
 const directionToWire: Record<Direction, pb.Direction> = {
   incoming: pb.Direction.DIRECTION_INCOMING,
@@ -16,6 +17,7 @@ const sourceToWire: Record<SourceKind, pb.Source> = {
 };
 
 export function connectionToWire(c: Connection): pb.Connection {
+  const nat = translationFor(c);
   return {
     localAddress: c.localAddress,
     localPort: c.localPort,
@@ -27,6 +29,10 @@ export function connectionToWire(c: Connection): pb.Connection {
     direction: directionToWire[c.direction] ?? pb.Direction.DIRECTION_UNKNOWN,
     closed: c.closed,
     source: sourceToWire[c.source] ?? pb.Source.SOURCE_UNKNOWN,
+    natLocalAddress: nat?.localAddress ?? "",
+    natLocalPort: nat?.localPort ?? 0,
+    natRemoteAddress: nat?.remoteAddress ?? "",
+    natRemotePort: nat?.remotePort ?? 0,
   };
 }
 
@@ -48,6 +54,9 @@ export function statusToWire(s: TrackerStatus, extras: StatusExtras): pb.Tracker
     watchers: extras.watchers,
     fdWalk: s.fdWalk ?? "",
     delivery: extras.delivery === undefined ? undefined : { ...extras.delivery },
+    conntrack: s.conntrack === undefined ? undefined : {
+      directionsFromConntrack: 0, shortLivedReported: 0, ...s.conntrack.counters, enabled: s.conntrack.enabled, reason: s.conntrack.reason,
+    },
   };
 }
 

@@ -14,6 +14,7 @@
 import type { Connection } from "../../model/connection.ts";
 import { Connection as WireConnection, EndpointReport, EndpointReporterService } from "../../generated/endpoint_reporter.ts";
 import { connectionToWire } from "./convert.ts";
+import { translationVersion } from "../../conntrack/active.ts";
 
 const MODEL_CONNECTIONS: unique symbol = Symbol("model connections");
 
@@ -80,9 +81,15 @@ function endsRun(c: Connection): boolean {
 
 /** Runs by their first connection: the ones the previous report used (only those are kept). */
 let previousRuns = new Map<Connection, Run>();
+/** A NAT translation that arrived after its connection was encoded makes the cached runs stale. */
+let previousTranslationVersion = 0;
 
 /** The concatenated entries of `connections`, from cached runs where the objects are unchanged. */
 export function connectionEntries(connections: readonly Connection[]): Buffer[] {
+  if (translationVersion() !== previousTranslationVersion) {
+    previousTranslationVersion = translationVersion();
+    previousRuns = new Map();
+  }
   const runs = new Map<Connection, Run>();
   const out: Buffer[] = [];
   let i = 0;

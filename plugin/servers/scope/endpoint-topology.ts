@@ -56,6 +56,10 @@ export class EdgeDeriver {
     this.#ctx = ctx;
   }
 
+  get context(): NodeIdContext {
+    return this.#ctx;
+  }
+
   edge(c: Connection): Edge {
     let edge = this.#edges.get(c);
     if (edge === undefined) {
@@ -193,6 +197,8 @@ export interface NodeAcc {
   pid: number;
   connCount: number;
   adjacency: string[] | undefined;
+  /** Set on a NAT copy (plugin/conntrack/nat-topology.ts): the real node's id. */
+  copyOf?: string;
 }
 
 export function* collectNodes(connections: Iterable<Connection>, deriver: EdgeDeriver): Steps<Map<string, NodeAcc>> {
@@ -262,11 +268,14 @@ export function* renderNodesJsonChunks(nodes: ReadonlyMap<string, NodeAcc>, time
     const n = nodes.get(id)!;
     out += `${first ? "" : ","}"${id}":{"id":"${id}","topology":"endpoint"`;
     first = false;
+    const copyOf = n.copyOf === undefined ? "" : `,"copy_of":{"timestamp":"${timestamp}","value":"${n.copyOf}"}`;
     if (n.pid > 0) {
       out += pidHead + n.pid + hostTail;
-      out += n.connCount > 1 ? `,${countHead}${n.connCount}"}}` : "}";
+      out += n.connCount > 1 ? `,${countHead}${n.connCount}"}${copyOf}}` : `${copyOf}}`;
     } else if (n.connCount > 1) {
-      out += `,"latest":{${countHead}${n.connCount}"}}`;
+      out += `,"latest":{${countHead}${n.connCount}"}${copyOf}}`;
+    } else if (copyOf !== "") {
+      out += `,"latest":{${copyOf.slice(1)}}`;
     }
     if (n.adjacency !== undefined) out += `,"adjacency":["${n.adjacency.join('","')}"]`;
     out += "}";
@@ -333,6 +342,7 @@ export function buildEndpointNodes(connections: Iterable<Connection>, ctx: NodeI
       latest.host_node_id = { timestamp: ctx.timestamp, value: hostNodeId(ctx.hostId) };
     }
     if (n.connCount > 1) latest.conn_count = { timestamp: ctx.timestamp, value: String(n.connCount) };
+    if (n.copyOf !== undefined) latest.copy_of = { timestamp: ctx.timestamp, value: n.copyOf };
     if (Object.keys(latest).length > 0) node.latest = latest;
     if (n.adjacency !== undefined) node.adjacency = n.adjacency;
     out.set(id, node);

@@ -12,6 +12,8 @@
  */
 import type { Connection } from "../../model/connection.ts";
 import type { TrackerStatus } from "../../model/status.ts";
+import { activeFlows } from "../../conntrack/active.ts";
+import { applyNat } from "../../conntrack/nat-topology.ts";
 import type { DeliveryCounters } from "../../model/backend.ts";
 import { collectNodes, type EdgeDeriver, renderNodesJsonChunks, type Steps } from "./endpoint-topology.ts";
 
@@ -46,6 +48,8 @@ export interface ReportStatus {
   /** How handing closes to clients went (gRPC and Scope alike). */
   delivery?: DeliveryCounters;
   generatedAt: string;
+  /** NAT mapping from conntrack: on or off, why, counters. */
+  conntrack?: TrackerStatus["conntrack"];
 }
 
 export interface ReportInput {
@@ -61,7 +65,8 @@ export interface ReportInput {
 export function summarizeStatus(status: TrackerStatus): string {
   const since = new Date(status.sinceMs).toISOString();
   const source = status.source === "ebpf" ? "eBPF" : "/proc scanning";
-  return `live source: ${source} since ${since} (${status.reason})`;
+  const nat = status.conntrack === undefined || status.conntrack.enabled ? "" : `; ${status.conntrack.reason}`;
+  return `live source: ${source} since ${since} (${status.reason})${nat}`;
 }
 
 /** The report as JSON text, in steps; `deriver` carries the host id and remembers per-connection work. */
@@ -73,6 +78,8 @@ export function* renderScopeReport(identity: PluginIdentity, deriver: EdgeDerive
 export function* renderScopeReportBody(identity: PluginIdentity, deriver: EdgeDeriver, hostId: string, input: ReportInput): Steps<Buffer> {
   const timestamp = input.now.toISOString();
   const nodes = yield* collectNodes(input.closed.length === 0 ? input.open : [...input.open, ...input.closed], deriver);
+  const flows = activeFlows();
+  if (flows?.hasNat) applyNat(nodes, flows.natFlows(), deriver.context);
   const spec: PluginSpec = {
     id: identity.id,
     label: identity.label,
@@ -91,6 +98,7 @@ export function* renderScopeReportBody(identity: PluginIdentity, deriver: EdgeDe
     droppedClosed: input.droppedClosed,
     delivery: input.delivery,
     generatedAt: timestamp,
+    conntrack: input.status.conntrack,
   };
   const nodesJson = yield* renderNodesJsonChunks(nodes, timestamp, hostId);
   return Buffer.concat([
