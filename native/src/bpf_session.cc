@@ -265,23 +265,22 @@ bool BpfSession::ReadCounters(Counters* out) const {
     if (bpf_map_lookup_elem(counters_fd_, &key, per_cpu.data()) != 0) return false;
     for (uint64_t v : per_cpu) (*out)[key] += v;
   }
-  // A run of the first tp_btf state program that the kernel skipped was handled by the backstop
-  // program (counted in TRACKER_COUNTER_BACKSTOP) unless the backstop was skipped too: only what
-  // neither handled is missed. Every other program's skips are missed events.
-  uint64_t first_missed = 0, backstop_missed = 0;
+  // A state change the first tp_btf program was skipped for is handled by the backstop (counted in
+  // TRACKER_COUNTER_BACKSTOP) unless the backstop was skipped for it too: only the difference is
+  // missed. A skipped backstop run alone loses nothing (the first program had handled that change).
+  // Every other program's skips are missed events.
+  uint64_t first_missed = 0;
   for (size_t i = 0; i < attached_prog_fds_.size(); i++) {
     bpf_prog_info info = {};
     __u32 len = sizeof(info);
     if (bpf_obj_get_info_by_fd(attached_prog_fds_[i], &info, &len) != 0) return false;
     if (attached_prog_names_[i] == kFirstStateProgram) {
       first_missed = info.recursion_misses;
-      continue;
+    } else if (attached_prog_names_[i] != kBackstopStateProgram) {
+      (*out)[kCounterMissed] += info.recursion_misses;
     }
-    if (attached_prog_names_[i] == kBackstopStateProgram) backstop_missed = info.recursion_misses;
-    (*out)[kCounterMissed] += info.recursion_misses;
   }
-  uint64_t recovered = (*out)[TRACKER_COUNTER_BACKSTOP] + backstop_missed;
-  if (first_missed > recovered) (*out)[kCounterMissed] += first_missed - recovered;
+  if (first_missed > (*out)[TRACKER_COUNTER_BACKSTOP]) (*out)[kCounterMissed] += first_missed - (*out)[TRACKER_COUNTER_BACKSTOP];
   return true;
 }
 
