@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "batch_pipe.h"
+#include "js_errors.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -138,15 +139,6 @@ void BatchPipe::SetError(int err, const std::string& context) {
 }
 
 // ---------------------------------------------------------------- JS thread
-
-namespace {
-
-Napi::Error WithCode(Napi::Error err, const std::string& code) {
-  err.Set("code", Napi::String::New(err.Env(), code));
-  return err;
-}
-
-}  // namespace
 
 BatchPipe::BatchPipe(Napi::Env env, BatchSource* source, const BatchPipeOptions& options)
     : env_(env), source_(source), options_(options) {

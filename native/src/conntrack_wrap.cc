@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "conntrack_wrap.h"
+#include "js_errors.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -24,12 +25,6 @@ constexpr int kDefaultReceiveBuffer = 8 << 20;
 // A storm that keeps overflowing the socket would otherwise mean back-to-back dumps.
 constexpr auto kMinDumpSpacing = std::chrono::seconds(1);
 constexpr const char* kErrConntrack = "ERR_CONNTRACK";
-
-Napi::Error WithCode(Napi::Error err, const char* code, int errnum = 0) {
-  err.Set("code", Napi::String::New(err.Env(), code));
-  if (errnum) err.Set("errno", Napi::Number::New(err.Env(), errnum));
-  return err;
-}
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "snapshot_wrap.h"
+#include "js_errors.h"
 
 #include <cerrno>
 #include <cstdint>
@@ -7,15 +8,6 @@
 #include <string>
 
 namespace scope_tracker {
-namespace {
-
-Napi::Error WithCode(Napi::Error error, const char* code) {
-  error.Set("code", Napi::String::New(error.Env(), code));
-  return error;
-}
-
-}  // namespace
-
 Napi::Function SocketSnapshot::Init(Napi::Env env) {
   return DefineClass(env, "SocketSnapshot",
                      {

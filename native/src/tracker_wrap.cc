@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "../../bpf/tracker.h"
+#include "js_errors.h"
 
 namespace scope_tracker {
 namespace {
@@ -31,19 +32,6 @@ constexpr uint32_t kDefaultRingBytes = 4u << 20;
 constexpr uint32_t kMaxRingBytes = 1u << 30;
 constexpr double kDefaultDrainMs = 20;
 constexpr double kMaxDrainMs = 60000;
-
-Napi::Error WithCode(Napi::Error err, const char* code) {
-  err.Set("code", Napi::String::New(err.Env(), code));
-  return err;
-}
-
-[[noreturn]] void ThrowType(Napi::Env env, const std::string& message) {
-  throw WithCode(Napi::TypeError::New(env, message), "ERR_INVALID_ARG_TYPE");
-}
-
-[[noreturn]] void ThrowRange(Napi::Env env, const std::string& message) {
-  throw WithCode(Napi::RangeError::New(env, message), "ERR_OUT_OF_RANGE");
-}
 
 }  // namespace
 
