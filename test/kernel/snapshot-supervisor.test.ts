@@ -4,34 +4,17 @@
  * corrections are still counted, and status says where the scans come from.
  */
 import t from "tap";
-import { createLogger } from "../../plugin/log.ts";
 import { connectionKey } from "../../plugin/model/connection.ts";
-import { defaultStackConfig, startTrackerStack, type StackConfig, type TrackerStack } from "../../plugin/plugin.ts";
 import { scanProc } from "../../plugin/procfs/index.ts";
-import { createTestNetwork, type TestNetwork } from "../helpers/netns.ts";
-import { type Peer, startClient, startServer } from "../helpers/peers.ts";
+import { networkFor, peerFor, stackFor, type Tap } from "../helpers/kernel-stack.ts";
+import type { TestNetwork } from "../helpers/netns.ts";
+import { startClient, startServer } from "../helpers/peers.ts";
 import { waitFor } from "../helpers/wait.ts";
 
-const log = createLogger("silent");
-type Tap = { teardown(fn: () => unknown): void };
 
-async function stackFor(t: Tap, config: Partial<StackConfig>): Promise<TrackerStack> {
-  const stack = await startTrackerStack({ ...defaultStackConfig, ...config }, log);
-  t.teardown(() => stack.stop());
-  return stack;
-}
+const network = (t: Tap): TestNetwork => networkFor(t, "j");
 
-function network(t: Tap): TestNetwork {
-  const net = createTestNetwork("j");
-  t.teardown(() => net.destroy());
-  return net;
-}
-
-async function peer(t: Tap, started: Peer | Promise<Peer>): Promise<Peer> {
-  const p = await started;
-  t.teardown(() => p.stop());
-  return p;
-}
+const peer = peerFor;
 
 async function holdConnections(t: Tap, net: TestNetwork, host: string, port: number, count: number): Promise<string[]> {
   await peer(t, startServer(net.a.name, host, port, "hold"));

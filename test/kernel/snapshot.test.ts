@@ -13,24 +13,16 @@ import { scanProc, scanProcSync } from "../../plugin/procfs/index.ts";
 import { ScanSource } from "../../plugin/snapshot/scan-source.ts";
 import { scanSockets } from "../../plugin/snapshot/snapshot-scan.ts";
 import { SocketSnapshot } from "../../plugin/snapshot/socket-snapshot.ts";
-import { createTestNetwork, type TestNetwork } from "../helpers/netns.ts";
-import { type Peer, startClient, startServer } from "../helpers/peers.ts";
+import { networkFor, peerFor, type Tap } from "../helpers/kernel-stack.ts";
+import type { TestNetwork } from "../helpers/netns.ts";
+import { startClient, startServer } from "../helpers/peers.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const log = createLogger("silent");
-type Tap = { teardown(fn: () => unknown): void };
 
-function network(t: Tap): TestNetwork {
-  const net = createTestNetwork("i");
-  t.teardown(() => net.destroy());
-  return net;
-}
+const network = (t: Tap): TestNetwork => networkFor(t, "i");
 
-async function peer(t: Tap, started: Peer | Promise<Peer>): Promise<Peer> {
-  const p = await started;
-  t.teardown(() => p.stop());
-  return p;
-}
+const peer = peerFor;
 
 const row = (c: Connection) => `${connectionKey(c)} pid=${c.pid} comm=${c.comm} ${c.direction}`;
 

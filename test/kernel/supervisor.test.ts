@@ -9,37 +9,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "../../plugin/log.ts";
 import { connectionKey } from "../../plugin/model/connection.ts";
-import { defaultStackConfig, scanProcForSupervisor, startTrackerStack, type StackConfig, type TrackerStack } from "../../plugin/plugin.ts";
+import { defaultStackConfig, scanProcForSupervisor } from "../../plugin/plugin.ts";
 import { heuristicDirection } from "../../plugin/procfs/index.ts";
 import { readKernelFacts } from "../../plugin/supervisor/kernel-support.ts";
 import { Supervisor } from "../../plugin/supervisor/supervisor.ts";
 import { ConnectionTable } from "../../plugin/table/connection-table.ts";
-import { createTestNetwork, type TestNetwork } from "../helpers/netns.ts";
-import { type Peer, startClient, startServer } from "../helpers/peers.ts";
+import { networkFor, peerFor, stackFor, type Tap } from "../helpers/kernel-stack.ts";
+import type { TestNetwork } from "../helpers/netns.ts";
+import { startClient, startServer } from "../helpers/peers.ts";
 import { establishedKeys } from "../helpers/sock-diag.ts";
 import { timeScale, waitFor } from "../helpers/wait.ts";
 
 const log = createLogger("silent");
 
-type Tap = { teardown(fn: () => unknown): void };
 
-async function stackFor(t: Tap, config: Partial<StackConfig>): Promise<TrackerStack> {
-  const stack = await startTrackerStack({ ...defaultStackConfig, ...config }, log);
-  t.teardown(() => stack.stop());
-  return stack;
-}
+const network = (t: Tap): TestNetwork => networkFor(t, "s");
 
-function network(t: Tap): TestNetwork {
-  const net = createTestNetwork("s");
-  t.teardown(() => net.destroy());
-  return net;
-}
-
-async function peer(t: Tap, started: Peer | Promise<Peer>): Promise<Peer> {
-  const p = await started;
-  t.teardown(() => p.stop());
-  return p;
-}
+const peer = peerFor;
 
 /** Opens `count` long-lived connections b -> a and returns the keys of both ends. */
 async function holdConnections(t: Tap, net: TestNetwork, port: number, count: number): Promise<string[]> {
