@@ -28,13 +28,6 @@ constexpr const char* kDebugfsTracing = "/sys/kernel/debug/tracing";
 
 static_assert(TRACKER_COUNTER_MAX == 5, "Counters has one slot per enum tracker_counter, plus kCounterMissed");
 
-// strerror, plus libbpf's own codes (LIBBPF_ERRNO__*, 4000 and up).
-std::string ErrnoText(int err) {
-  char buf[256];
-  if (libbpf_strerror(err, buf, sizeof(buf)) == 0) return buf;
-  return std::strerror(err);
-}
-
 // A failed load or attach that another program choice may avoid: `section` names the program that
 // failed to attach ("" for a failed load), `short_reason` goes into the hook's reason.
 struct AttemptError {
@@ -47,12 +40,6 @@ struct AttemptError {
 bool DirExists(const std::string& path) {
   struct stat st;
   return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-std::string WithLog(std::string message) {
-  std::string tail = LibbpfLogTail();
-  if (!tail.empty()) message += "\n" + tail;
-  return message;
 }
 
 // libbpf resolves tracepoint ids through tracefs, which a fresh machine may not
@@ -81,31 +68,6 @@ std::string EnsureTracefs() {
   return tracefs_events;
 }
 
-// Sets a one-byte `const volatile` global in .rodata by name (there is no skeleton:
-// the object is loaded from a path at run time, so find the variable through BTF).
-void SetRodataBool(bpf_object* obj, const char* name, bool value, const std::string& path) {
-  bpf_map* map = bpf_object__find_map_by_name(obj, ".rodata");
-  const btf* btf = bpf_object__btf(obj);
-  size_t size = 0;
-  const void* init = map ? bpf_map__initial_value(map, &size) : nullptr;
-  int sec_id = btf ? btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC) : -1;
-  if (init && sec_id > 0) {
-    const btf_type* sec = btf__type_by_id(btf, sec_id);
-    const btf_var_secinfo* vs = btf_var_secinfos(sec);
-    for (int i = 0; i < btf_vlen(sec); i++, vs++) {
-      const btf_type* var = btf__type_by_id(btf, vs->type);
-      if (std::strcmp(btf__name_by_offset(btf, var->name_off), name) != 0) continue;
-      if (vs->offset + 1 > size) break;
-      std::vector<char> data(static_cast<const char*>(init), static_cast<const char*>(init) + size);
-      data[vs->offset] = value ? 1 : 0;
-      int err = bpf_map__set_initial_value(map, data.data(), data.size());
-      if (err) throw BpfError(kErrObject, WithLog(path + ": cannot set " + name + ": " + ErrnoText(-err)));
-      return;
-    }
-  }
-  throw BpfError(kErrObject, path + ": no `const volatile bool " + name + "` in .rodata (object built from another source?)");
-}
-
 // Can this process load BPF programs at all? Load a two-instruction tracepoint
 // program so a permission problem is reported as such, before tracefs or the
 // verifier get a chance to fail with a less direct error.
@@ -130,6 +92,29 @@ void CheckBpfPermission() {
 }
 
 }  // namespace
+
+void SetRodataBool(bpf_object* obj, const char* name, bool value, const std::string& path) {
+  bpf_map* map = bpf_object__find_map_by_name(obj, ".rodata");
+  const btf* btf = bpf_object__btf(obj);
+  size_t size = 0;
+  const void* init = map ? bpf_map__initial_value(map, &size) : nullptr;
+  int sec_id = btf ? btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC) : -1;
+  if (init && sec_id > 0) {
+    const btf_type* sec = btf__type_by_id(btf, sec_id);
+    const btf_var_secinfo* vs = btf_var_secinfos(sec);
+    for (int i = 0; i < btf_vlen(sec); i++, vs++) {
+      const btf_type* var = btf__type_by_id(btf, vs->type);
+      if (std::strcmp(btf__name_by_offset(btf, var->name_off), name) != 0) continue;
+      if (vs->offset + 1 > size) break;
+      std::vector<char> data(static_cast<const char*>(init), static_cast<const char*>(init) + size);
+      data[vs->offset] = value ? 1 : 0;
+      int err = bpf_map__set_initial_value(map, data.data(), data.size());
+      if (err) throw BpfError(kErrObject, WithLog(path + ": cannot set " + name + ": " + ErrnoText(-err)));
+      return;
+    }
+  }
+  throw BpfError(kErrObject, path + ": no `const volatile bool " + name + "` in .rodata (object built from another source?)");
+}
 
 std::unique_ptr<BpfSession> BpfSession::Open(const BpfOptions& options) {
   InstallLibbpfLog();

@@ -26,6 +26,10 @@ inline constexpr const char* kErrObject = "ERR_BPF_OBJECT";
 inline constexpr const char* kErrLoad = "ERR_BPF_LOAD";
 inline constexpr const char* kErrAttach = "ERR_BPF_ATTACH";
 
+// Sets a one-byte `const volatile` global in .rodata by name (there is no skeleton: the object
+// is loaded from a path at run time, so the variable is found through BTF). Throws BpfError.
+void SetRodataBool(bpf_object* obj, const char* name, bool value, const std::string& path);
+
 class BpfError : public std::runtime_error {
  public:
   BpfError(const char* code, const std::string& message) : std::runtime_error(message), code_(code) {}

@@ -5,6 +5,7 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -76,6 +77,18 @@ std::string LibbpfLogTail(size_t max_lines, size_t max_bytes) {
   if (out.size() > max_bytes) out = "..." + out.substr(out.size() - max_bytes);
   while (!out.empty() && out.back() == '\n') out.pop_back();
   return out;
+}
+
+std::string ErrnoText(int err) {
+  char buf[256];
+  if (libbpf_strerror(err, buf, sizeof(buf)) == 0) return buf;
+  return std::strerror(err);
+}
+
+std::string WithLog(std::string message) {
+  std::string tail = LibbpfLogTail();
+  if (!tail.empty()) message += "\n" + tail;
+  return message;
 }
 
 }  // namespace scope_tracker

@@ -19,4 +19,10 @@ std::string LibbpfLog();
 // The last max_lines non-empty lines, at most max_bytes, for error messages.
 std::string LibbpfLogTail(size_t max_lines = 12, size_t max_bytes = 2048);
 
+// strerror, plus libbpf's own codes (LIBBPF_ERRNO__*, 4000 and up).
+std::string ErrnoText(int err);
+
+// message, then the log's tail (the verifier's last lines), for load errors.
+std::string WithLog(std::string message);
+
 }  // namespace scope_tracker

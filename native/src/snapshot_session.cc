@@ -29,18 +29,6 @@ constexpr const char* kTcpTarget = "bpf_iter_tcp";
 // bpf_seq_read hands out at most its seq buffer (8 pages) per read(); a bigger buffer costs nothing.
 constexpr size_t kReadChunk = 64 * 1024;
 
-std::string ErrnoText(int err) {
-  char buf[256];
-  if (libbpf_strerror(err, buf, sizeof(buf)) == 0) return buf;
-  return std::strerror(err);
-}
-
-std::string WithLog(std::string message) {
-  std::string tail = LibbpfLogTail();
-  if (!tail.empty()) message += "\n" + tail;
-  return message;
-}
-
 // Asked of the kernel's BTF before loading, so that an old kernel reads as such and not as
 // whatever libbpf's attach-target lookup happens to fail with. Returns whether iter/tcp exists.
 bool RequireTaskFileIterator() {
@@ -91,29 +79,6 @@ void ReadIterator(bpf_link* link, std::vector<uint8_t>* out, size_t reserve) {
     throw BpfError(kErrIterRead, "iterator output of " + std::to_string(got) + " bytes is not whole " +
                                      std::to_string(sizeof(tracker_socket)) + "-byte records");
   }
-}
-
-// The object is loaded from a path (no skeleton): find the `const volatile bool` in .rodata by BTF.
-void SetRodataBool(bpf_object* obj, const char* name, bool value, const std::string& path) {
-  bpf_map* map = bpf_object__find_map_by_name(obj, ".rodata");
-  const btf* types = bpf_object__btf(obj);
-  size_t size = 0;
-  const void* init = map ? bpf_map__initial_value(map, &size) : nullptr;
-  int sec_id = types ? btf__find_by_name_kind(types, ".rodata", BTF_KIND_DATASEC) : -1;
-  if (init && sec_id > 0) {
-    const btf_type* sec = btf__type_by_id(types, sec_id);
-    const btf_var_secinfo* vs = btf_var_secinfos(sec);
-    for (int i = 0; i < btf_vlen(sec); i++, vs++) {
-      const btf_type* var = btf__type_by_id(types, vs->type);
-      if (std::strcmp(btf__name_by_offset(types, var->name_off), name) != 0 || vs->offset + 1 > size) continue;
-      std::vector<char> data(static_cast<const char*>(init), static_cast<const char*>(init) + size);
-      data[vs->offset] = value ? 1 : 0;
-      int err = bpf_map__set_initial_value(map, data.data(), data.size());
-      if (err) throw BpfError(kErrObject, WithLog(path + ": cannot set " + name + ": " + ErrnoText(-err)));
-      return;
-    }
-  }
-  throw BpfError(kErrObject, path + ": no `const volatile bool " + name + "` in .rodata (object built from another source?)");
 }
 
 }  // namespace
