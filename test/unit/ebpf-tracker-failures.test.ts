@@ -32,6 +32,7 @@ function fakeAddon(t: { teardown(fn: () => unknown): void }): string {
         return { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0, ...b().counters };
       }
       attachedPrograms() { return ["fake"]; }
+      attachments() { return [{ hook: "fake", type: "tracepoint", program: "fake", reason: "stand-in" }]; }
       stop() {}
     };
   `);
