@@ -335,39 +335,34 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 
 /*
  * A tp_btf program still guards against itself: a run that starts while the same program is running
- * on that CPU is skipped (and counted). That happens when a softirq lands inside a process-context
- * run, and on kernels whose tracepoints run preemptible (6.18) when another task's state change
- * preempts one. So the state change has two tp_btf programs, attached in this order: the first does
- * the work and pushes the change onto a per-CPU stack; the second pops it, and does the work itself
- * only when it is not there, i.e. when the first was skipped for this very change. The second's own
- * runs are a few instructions, so it is almost never the one running when the next change lands.
+ * on that CPU is skipped (and counted in its recursion_misses). That happens when a softirq lands
+ * inside a process-context run, and on kernels whose tracepoints run preemptible (6.18) when another
+ * task's state change preempts one. So the state change has two tp_btf programs, attached in this
+ * order: the first does the work, and says on its CPU that it is running; the second does the work
+ * only when the first is running there, since then (and only then) the first was skipped for this
+ * very change: it is an outer run of the first, interrupted. The second's own runs are a few
+ * instructions, so it is almost never the one running when the next change lands.
+ *
+ * Exact in both directions, so user space can count what both missed as recursion_misses of the
+ * first minus TRACKER_COUNTER_BACKSTOP: the second never does a change the first did (the flag is
+ * set only while a run of the first is on the CPU, which makes every nested run of it a skip), and a
+ * skip that lands in the few instructions before the first sets the flag, or after it clears it, is
+ * a change neither did, counted so. (An earlier design matched the changes themselves, by socket
+ * and states, on a per-CPU stack: a tag left by a skipped second run could match a later change of
+ * the same reused socket address, and drop it while another was done twice, so the count balanced.)
  */
-#define NEST_SLOTS 8
-
-struct nest_tag {
-	__u64 sk;
-	__u32 states; /* oldstate << 16 | newstate */
-	__u32 unused;
-};
-
-struct nest_stack {
-	__u32 depth;
-	__u32 unused;
-	struct nest_tag tag[NEST_SLOTS];
-};
 
 /*
- * nesting: per-CPU stack of the state changes the first program has handled and the second has not
- * yet seen. Written by handle_set_state_btf (push) and handle_set_state_btf_backstop (pop); one entry.
- * Bound: NEST_SLOTS tags per CPU; past that the oldest is overwritten (a tag left by a run the second
- * program missed is pushed out that way).
+ * first_running: per-CPU, 1 while a run of handle_set_state_btf is on that CPU.
+ * Written by handle_set_state_btf only (set on entry, cleared on exit); read by the backstop.
+ * One entry; never deleted.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct nest_stack);
-} nesting SEC(".maps");
+	__type(value, __u32);
+} first_running SEC(".maps");
 
 static __always_inline bool is_tcp(const struct sock *sk)
 {
@@ -380,48 +375,26 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_btf, const struct sock *sk, int oldstate, int newstate)
 {
 	__u32 zero = 0;
-	struct nest_stack *st;
+	__u32 *running = bpf_map_lookup_elem(&first_running, &zero);
 
-	if (!is_tcp(sk))
-		return 0;
-	st = bpf_map_lookup_elem(&nesting, &zero);
-	if (st) {
-		__u32 d = st->depth;
-		struct nest_tag *t = &st->tag[d & (NEST_SLOTS - 1)];
-
-		t->sk = (__u64)sk;
-		t->states = (__u32)oldstate << 16 | ((__u32)newstate & 0xffff);
-		st->depth = d + 1;
-	}
-	return on_set_state(sk, oldstate, newstate, NULL);
+	if (!running)
+		return is_tcp(sk) ? on_set_state(sk, oldstate, newstate, NULL) : 0;
+	*running = 1;
+	if (is_tcp(sk))
+		on_set_state(sk, oldstate, newstate, NULL);
+	*running = 0;
+	return 0;
 }
 
-/* Attached after handle_set_state_btf: handles what that one was skipped for. */
+/* Attached after handle_set_state_btf: does what that one was skipped for. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_btf_backstop, const struct sock *sk, int oldstate, int newstate)
 {
-	__u32 zero = 0, states = (__u32)oldstate << 16 | ((__u32)newstate & 0xffff);
-	struct nest_stack *st;
+	__u32 zero = 0;
+	__u32 *running = bpf_map_lookup_elem(&first_running, &zero);
 
-	if (!is_tcp(sk))
+	if (!is_tcp(sk) || !running || !*running)
 		return 0;
-	st = bpf_map_lookup_elem(&nesting, &zero);
-	if (!st)
-		return on_set_state(sk, oldstate, newstate, NULL);
-	__u32 d = st->depth;
-
-#pragma unroll
-	for (int i = 1; i <= NEST_SLOTS; i++) {
-		if (d < (__u32)i)
-			break;
-		struct nest_tag *t = &st->tag[(d - i) & (NEST_SLOTS - 1)];
-
-		if (t->sk == (__u64)sk && t->states == states) {
-			/* Handled by the first program; drop it and any stale tag above it. */
-			st->depth = d - i;
-			return 0;
-		}
-	}
 	count(TRACKER_COUNTER_BACKSTOP);
 	return on_set_state(sk, oldstate, newstate, NULL);
 }
