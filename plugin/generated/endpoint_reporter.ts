@@ -278,6 +278,11 @@ export interface TrackerCounters {
   internalErrors: number;
   /** Reconciles run (periodic, healing a loss or skipped runs): each one a comparison with /proc. */
   reconciles: number;
+  /**
+   * State changes the kernel skipped the first tp_btf program for (a change landing inside its
+   * run) that the second did instead: nothing missed; it shows how often that nesting happens.
+   */
+  backstopped: number;
 }
 
 export interface TrackerStatus {
@@ -1199,6 +1204,7 @@ function createBaseTrackerCounters(): TrackerCounters {
     reconcileKept: 0,
     internalErrors: 0,
     reconciles: 0,
+    backstopped: 0,
   };
 }
 
@@ -1269,6 +1275,9 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     }
     if (message.reconciles !== 0) {
       writer.uint32(304).uint64(message.reconciles);
+    }
+    if (message.backstopped !== 0) {
+      writer.uint32(312).uint64(message.backstopped);
     }
     return writer;
   },
@@ -1462,6 +1471,14 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
             message.reconciles = longToNumber(reader.uint64());
             continue;
           }
+          case 39: {
+            if (tag !== 312) {
+              break;
+            }
+
+            message.backstopped = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1558,6 +1575,7 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
         ? globalThis.Number(object.internal_errors)
         : 0,
       reconciles: isSet(object.reconciles) ? globalThis.Number(object.reconciles) : 0,
+      backstopped: isSet(object.backstopped) ? globalThis.Number(object.backstopped) : 0,
     };
   },
 
@@ -1629,6 +1647,9 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     if (message.reconciles !== 0) {
       obj.reconciles = Math.round(message.reconciles);
     }
+    if (message.backstopped !== 0) {
+      obj.backstopped = Math.round(message.backstopped);
+    }
     return obj;
   },
 
@@ -1659,6 +1680,7 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     message.reconcileKept = object.reconcileKept ?? 0;
     message.internalErrors = object.internalErrors ?? 0;
     message.reconciles = object.reconciles ?? 0;
+    message.backstopped = object.backstopped ?? 0;
     return message;
   },
 };

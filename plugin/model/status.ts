@@ -16,6 +16,8 @@ export interface TrackerCounters {
   evictions: number;
   /** Runs of our BPF programs the kernel skipped (recursion protection): healed by reconcile, never fatal. */
   skipped: number;
+  /** State changes the kernel skipped the first tp_btf program for and its backstop program did: not missed. */
+  backstopped: number;
   malformedRecords: number;
   /** Ring-buffer records of the wrong size (addon and BPF object built from different headers): fatal for the tracker. */
   badSizeRecords: number;
@@ -67,7 +69,7 @@ export function emptyCounters(): TrackerCounters {
   return {
     events: 0, lost: 0, reordersHeldBack: 0, restarts: 0, fallbacks: 0,
     reconcileAdded: 0, reconcileRemoved: 0, connectionsTracked: 0,
-    failedConnects: 0, closesOfUnknown: 0, evictions: 0, skipped: 0, malformedRecords: 0,
+    failedConnects: 0, closesOfUnknown: 0, evictions: 0, skipped: 0, backstopped: 0, malformedRecords: 0,
     badSizeRecords: 0, acceptNoSock: 0, connectNoPid: 0, lateEvents: 0,
     scanErrors: 0, scanFailures: 0, reconciles: 0, reconcileKept: 0, internalErrors: 0,
   };

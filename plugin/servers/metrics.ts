@@ -23,6 +23,7 @@ export function createMetrics(backend: ReportBackend): { registry: Registry; bac
   counterFrom("endpoint_reporter_events_total", "Kernel events received", (s) => s.counters.events);
   counterFrom("endpoint_reporter_events_lost_total", "Kernel events lost (ring buffer full)", (s) => s.counters.lost);
   counterFrom("endpoint_reporter_program_runs_skipped_total", "Runs of the BPF programs the kernel skipped (another BPF program on that CPU); healed by reconcile", (s) => s.counters.skipped);
+  counterFrom("endpoint_reporter_state_changes_backstopped_total", "State changes the kernel skipped the first tp_btf program for, done by its backstop program (not missed)", (s) => s.counters.backstopped);
   counterFrom("endpoint_reporter_malformed_records_total", "Ring-buffer records that did not decode, dropped", (s) => s.counters.malformedRecords);
   counterFrom("endpoint_reporter_restarts_total", "eBPF tracker restarts", (s) => s.counters.restarts);
   counterFrom("endpoint_reporter_fallbacks_total", "Switches to /proc scanning", (s) => s.counters.fallbacks);

@@ -160,6 +160,7 @@ export class Supervisor {
         reordersHeldBack: sum("heldBack"),
         failedConnects: sum("failedConnects"),
         skipped: sum("skipped"),
+        backstopped: sum("backstopped"),
         malformedRecords: sum("malformedRecords"),
         badSizeRecords: sum("badSizeRecords"),
         acceptNoSock: sum("acceptNoSock"),
@@ -494,13 +495,14 @@ class StartDeath extends Error {
 type TrackerTotals = ReturnType<typeof emptyTotals>;
 
 function emptyTotals() {
-  return { events: 0, heldBack: 0, failedConnects: 0, skipped: 0, malformedRecords: 0, badSizeRecords: 0, acceptNoSock: 0, connectNoPid: 0, lateEvents: 0 };
+  return { events: 0, heldBack: 0, failedConnects: 0, skipped: 0, backstopped: 0, malformedRecords: 0, badSizeRecords: 0, acceptNoSock: 0, connectNoPid: 0, lateEvents: 0 };
 }
 
 function trackerTotals(tracker: LiveTracker): TrackerTotals {
   const counters = tracker.counters();
   return {
     events: tracker.eventsReceived, heldBack: tracker.heldBack, failedConnects: counters.failedConnects, skipped: counters.missed,
+    backstopped: counters.backstop ?? 0,
     malformedRecords: tracker.malformedRecords, badSizeRecords: tracker.badSizeRecords ?? counters.badSizeRecords ?? 0,
     acceptNoSock: counters.acceptNoSock, connectNoPid: counters.connectNoPid, lateEvents: tracker.lateEvents ?? 0,
   };
