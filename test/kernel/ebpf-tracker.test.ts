@@ -152,7 +152,7 @@ async function burstSeesEverything(t: Test, count: number, port: number, timeout
   });
   const status = stack.supervisor.status();
   const c = status.counters;
-  t.comment(`${count}: seen ${JSON.stringify(seen)}; events ${c.events - before.events}, lost ${c.lost - before.lost}, skipped ${c.skipped - before.skipped}; attached ${JSON.stringify(status.attachments?.map((a) => `${a.hook}:${a.type}`))}`);
+  t.comment(`${count}: seen ${JSON.stringify(seen)}; events ${c.events - before.events}, lost ${c.lost - before.lost}, skipped ${c.skipped - before.skipped}, backstopped ${c.backstopped - before.backstopped}; attached ${JSON.stringify(status.attachments?.map((a) => `${a.hook}:${a.type}`))}`);
   t.comment(`${count}: recursion misses of the handle_* programs on this machine: ${recursionMisses()}`);
   const skipped = c.skipped - before.skipped;
   const madeUp = c.reconcileRemoved - before.reconcileRemoved + c.reconcileAdded - before.reconcileAdded;
