@@ -451,8 +451,13 @@ int BPF_PROG(handle_set_state_btf_backstop, const struct sock *sk, int oldstate,
 	 */
 	__u32 nested = st->first_running;
 	__u32 d = st->depth;
-	__u32 was_running = st->backstop_running;
 
+	/*
+	 * A run of the second inside another: only kernels without the guard have that, and there the
+	 * first ran for this change too (it tagged nothing, seeing the second running).
+	 */
+	if (st->backstop_running)
+		return 0;
 	st->backstop_running = 1;
 
 #pragma unroll
@@ -478,7 +483,7 @@ int BPF_PROG(handle_set_state_btf_backstop, const struct sock *sk, int oldstate,
 		count(TRACKER_COUNTER_BACKSTOP);
 		on_set_state(sk, oldstate, newstate, NULL);
 	}
-	st->backstop_running = was_running;
+	st->backstop_running = 0;
 	return 0;
 }
 

@@ -158,6 +158,7 @@ async function burstSeesEverything(t: Test, count: number, port: number, timeout
   const madeUp = c.reconcileRemoved - before.reconcileRemoved + c.reconcileAdded - before.reconcileAdded;
   t.same(seen, { connect: count, accept: count, clientClose: count, serverClose: count }, "every connect, accept and close once");
   t.equal(c.lost - before.lost, 0, "no event lost in the ring");
+  t.equal(c.events - before.events, 4 * count, "one record per connect, accept and close: none done twice (by both state programs)");
   t.ok(madeUp === 0 || skipped > 0, `no silent miss: a reconcile made up nothing (${madeUp}) unless the kernel counted skipped runs (${skipped})`);
   if (emulated) {
     // Under TCG a run lasts tens of times longer, and an interrupt's softirq lands inside a
