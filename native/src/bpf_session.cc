@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "attach_plan.h"
+#include "heap_trim.h"
 #include "libbpf_log.h"
 #include "../../bpf/tracker.h"  // enum tracker_counter
 
@@ -198,6 +199,7 @@ void BpfSession::LoadAndAttach(const BpfOptions& options) {
   SetRodataBool(obj, "use_wakeup", options.wakeup, path);
 
   int err = -bpf_object__load(obj);
+  ReturnFreedHeap();
   if (err) {
     // The verifier also answers EACCES; only a refusal without a verifier log is a
     // permission problem.

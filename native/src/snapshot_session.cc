@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "heap_trim.h"
 #include "libbpf_log.h"
 #include "../../bpf/tracker.h"
 
@@ -108,6 +109,7 @@ std::unique_ptr<SnapshotSession> SnapshotSession::Open(const std::string& object
   if (!have_tcp_iterator) bpf_program__set_autoload(own_ns, false);
 
   int err = -bpf_object__load(session->obj_);
+  ReturnFreedHeap();
   if (err) {
     bool verifier = LibbpfLog().find("BEGIN PROG LOAD LOG") != std::string::npos;
     if (err == EPERM || (err == EACCES && !verifier)) {
