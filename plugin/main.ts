@@ -11,7 +11,6 @@ import { createLogger } from "./log.ts";
 import { startTrackerStack, type TrackerStack } from "./plugin.ts";
 import { grpcListens } from "./servers/grpc/listen-config.ts";
 import { startGrpcServer } from "./servers/grpc/server.ts";
-import { startMetricsServer } from "./servers/metrics.ts";
 import { startScopePlugin } from "./servers/scope/plugin-server.ts";
 
 /** Exit 0 comes well before this: gRPC's grace (DEFAULT_GRPC_LIMITS.shutdownGraceMs) is shorter. */
@@ -72,6 +71,8 @@ async function main(): Promise<void> {
     let backend = stack.backend as import("./model/backend.ts").ReportBackend;
     try {
       if (config.metricsListen !== "" && !stopping) {
+        // Loaded only when asked for: prom-client is a tenth of the start-up's module loading.
+        const { startMetricsServer } = await import("./servers/metrics.ts");
         const metrics = await startMetricsServer(config.metricsListen, backend, log.child({ component: "metrics" }));
         backend = metrics.backend;
         closers.push(() => metrics.close());
