@@ -23,6 +23,12 @@ function recursionMisses(): string {
   return progs.filter((p) => p.name?.startsWith("handle_")).map((p) => `${p.name} (${p.type}) ${p.recursion_misses ?? 0}`).join(", ");
 }
 
+/** recursion_misses of the first tp_btf state program, or 0 where it is not attached. */
+function firstStateProgramMisses(): number {
+  const progs = JSON.parse(execFileSync("bpftool", ["prog", "show", "-j"], { encoding: "utf8" }) || "[]") as Array<{ name?: string; recursion_misses?: number }>;
+  return progs.filter((p) => p.name === "handle_set_state_btf").reduce((sum, p) => sum + (p.recursion_misses ?? 0), 0);
+}
+
 function key(netns: number, local: string, localPort: number, remote: string, remotePort: number): string {
   return connectionKey({ netns, localAddress: local, localPort, remoteAddress: remote, remotePort });
 }
@@ -158,7 +164,10 @@ async function burstSeesEverything(t: Test, count: number, port: number, timeout
   const madeUp = c.reconcileRemoved - before.reconcileRemoved + c.reconcileAdded - before.reconcileAdded;
   t.same(seen, { connect: count, accept: count, clientClose: count, serverClose: count }, "every connect, accept and close once");
   t.equal(c.lost - before.lost, 0, "no event lost in the ring");
-  t.equal(c.events - before.events, 4 * count, "one record per connect, accept and close: none done twice (by both state programs)");
+  if (firstStateProgramMisses() === 0) {
+    // A kernel that never skipped the first state program (5.10 has no guard: it runs a nested one) must not see the backstop do anything, or it did changes twice.
+    t.equal(c.backstopped - before.backstopped, 0, "the first state program was never skipped, so its backstop did nothing");
+  }
   t.ok(madeUp === 0 || skipped > 0, `no silent miss: a reconcile made up nothing (${madeUp}) unless the kernel counted skipped runs (${skipped})`);
   if (emulated) {
     // Under TCG a run lasts tens of times longer, and an interrupt's softirq lands inside a
