@@ -18,15 +18,17 @@ t.setTimeout(20 * 60_000 * timeScale);
 const startEbpf = () => startTrackerStack({ ...defaultStackConfig, source: "ebpf" }, log);
 
 /** `name: recursion_misses` of our programs, as bpftool shows them. */
+function loadedPrograms(): Array<{ name?: string; type?: string; recursion_misses?: number }> {
+  return JSON.parse(execFileSync("bpftool", ["prog", "show", "-j"], { encoding: "utf8" }) || "[]");
+}
+
 function recursionMisses(): string {
-  const progs = JSON.parse(execFileSync("bpftool", ["prog", "show", "-j"], { encoding: "utf8" }) || "[]") as Array<{ name?: string; type?: string; recursion_misses?: number }>;
-  return progs.filter((p) => p.name?.startsWith("handle_")).map((p) => `${p.name} (${p.type}) ${p.recursion_misses ?? 0}`).join(", ");
+  return loadedPrograms().filter((p) => p.name?.startsWith("handle_")).map((p) => `${p.name} (${p.type}) ${p.recursion_misses ?? 0}`).join(", ");
 }
 
 /** recursion_misses of the first tp_btf state program, or 0 where it is not attached. */
 function firstStateProgramMisses(): number {
-  const progs = JSON.parse(execFileSync("bpftool", ["prog", "show", "-j"], { encoding: "utf8" }) || "[]") as Array<{ name?: string; recursion_misses?: number }>;
-  return progs.filter((p) => p.name === "handle_set_state_btf").reduce((sum, p) => sum + (p.recursion_misses ?? 0), 0);
+  return loadedPrograms().filter((p) => p.name === "handle_set_state_btf").reduce((sum, p) => sum + (p.recursion_misses ?? 0), 0);
 }
 
 function key(netns: number, local: string, localPort: number, remote: string, remotePort: number): string {
@@ -156,8 +158,10 @@ async function burstSeesEverything(t: Test, count: number, port: number, timeout
   const skippedSoFar = () => stack.supervisor.status().counters.skipped - before.skipped;
   // A skip that lands in the instructions the kernel's guard covers around the first program's body
   // is done by neither program, and counted: an open missed so is never seen (bpf/tracker.bpf.c).
-  const accounted = () => missing().connect + missing().accept <= skippedSoFar() && missing().clientClose <= missing().connect &&
-    missing().serverClose <= missing().accept && Date.now() - lastChangeAt > 5000 * timeScale;
+  const accounted = () => {
+    const m = missing();
+    return m.connect + m.accept <= skippedSoFar() && m.clientClose <= m.connect && m.serverClose <= m.accept && Date.now() - lastChangeAt > 5000 * timeScale;
+  };
   await waitFor(`${count} connects, accepts and closes of both ends`, () => complete() || accounted(), timeoutMs).catch(() => {
     const open = [...stack.table.values()].filter((c) => c.localPort === port || c.remotePort === port);
     const stuck = open.slice(0, 5).map((o) => ({ ...o, uses: ports.filter((p) => p === o.localPort || p === o.remotePort).length, history: historyByPort.get(o.localPort === port ? o.remotePort : o.localPort) }));
