@@ -164,6 +164,85 @@ async function reflectionFileFor(server: GrpcServerHandle, symbol: string): Prom
   return response.fileDescriptorResponse.fileDescriptorProto.map((b: Buffer) => Buffer.from(b).toString("latin1"));
 }
 
+/** Several requests on one reflection stream, answered in order, for the v1 or the v1alpha service. */
+function reflectionStream(server: GrpcServerHandle, version: "v1" | "v1alpha", requests: object[]): Promise<Array<Record<string, any>>> {
+  const proto = fileURLToPath(new URL(`../../node_modules/@grpc/reflection/build/proto/grpc/reflection/${version}/reflection.proto`, import.meta.url));
+  const definition = protoLoader.loadSync(proto, { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true });
+  const pkg = loadPackageDefinition(definition) as any;
+  const client = new pkg.grpc.reflection[version].ServerReflection(server.address, credentials.createInsecure());
+  return new Promise((resolve, reject) => {
+    const answers: Array<Record<string, any>> = [];
+    const call: ClientDuplexStream<object, Record<string, any>> = client.serverReflectionInfo();
+    call.on("data", (response) => answers.push(response));
+    call.on("error", reject);
+    call.on("end", () => {
+      client.close();
+      resolve(answers);
+    });
+    for (const request of requests) call.write(request);
+    call.end();
+  });
+}
+
+const fileNames = (answer: Record<string, any>) =>
+  answer.fileDescriptorResponse.fileDescriptorProto.map((b: Buffer) => /^\n.(.+?\.proto)/s.exec(Buffer.from(b).toString("latin1"))?.[1]);
+
+t.test("reflection, v1 and v1alpha: lookups by symbol, method and file name, each with its imports; unknown names are NOT_FOUND answers", async (t) => {
+  const { server } = await serve(t, { kind: "tcp", host: "127.0.0.1", port: 0 });
+  for (const version of ["v1", "v1alpha"] as const) {
+    const answers = await reflectionStream(server, version, [
+      { listServices: "" },
+      { fileContainingSymbol: "scope.endpoint.v1.EndpointReporter.Report" },
+      { fileContainingSymbol: "scope.endpoint.v1.Connection" },
+      { fileByFilename: "health/v1/health.proto" },
+      { fileContainingSymbol: "no.such.Symbol" },
+      { fileByFilename: "nope.proto" },
+      { allExtensionNumbersOfType: "scope.endpoint.v1.Connection" },
+    ]);
+    t.equal(answers.length, 7, `${version}: one answer per request, on one stream`);
+    t.same(answers[0].listServicesResponse.service.map((s: { name: string }) => s.name).sort(), [
+      "grpc.health.v1.Health",
+      "grpc.reflection.v1.ServerReflection",
+      "grpc.reflection.v1alpha.ServerReflection",
+      "scope.endpoint.v1.EndpointReporter",
+    ], `${version}: every service the server serves`);
+    t.same(fileNames(answers[1]), ["endpoint_reporter.proto", "google/protobuf/timestamp.proto"], `${version}: a method's file, then its import`);
+    t.same(fileNames(answers[2]), ["endpoint_reporter.proto", "google/protobuf/timestamp.proto"], `${version}: a message's file`);
+    t.same(fileNames(answers[3]), ["health/v1/health.proto"], `${version}: a file by name`);
+    for (const [i, what] of [[4, "symbol"], [5, "file"]] as const) {
+      t.equal(answers[i].errorResponse?.errorCode, 5, `${version}: an unknown ${what} is answered NOT_FOUND, the stream goes on`);
+      t.match(answers[i].errorResponse?.errorMessage, /not found/);
+    }
+    t.same(answers[6].allExtensionNumbersResponse, { baseTypeName: "scope.endpoint.v1.Connection", extensionNumber: [] }, `${version}: no extensions`);
+    t.equal(answers[1].originalRequest.fileContainingSymbol, "scope.endpoint.v1.EndpointReporter.Report", `${version}: the request is echoed`);
+  }
+});
+
+t.test("health Watch: the current status at once, SERVICE_UNKNOWN for an unknown name; at close NOT_SERVING, then the stream ends UNAVAILABLE", async (t) => {
+  const { server } = await serve(t, { kind: "tcp", host: "127.0.0.1", port: 0 });
+  const Health = makeClientConstructor(healthService, "Health");
+  const health = new Health(server.address, credentials.createInsecure()) as Client & Record<string, Function>;
+  t.teardown(() => health.close());
+  const watch = (service: string) => {
+    const statuses: string[] = [];
+    const call = health.watch({ service });
+    call.on("data", (reply: { status: string }) => statuses.push(reply.status));
+    const ended = new Promise<{ code: number }>((resolve) => call.on("error", resolve));
+    return { statuses, ended };
+  };
+  const whole = watch("");
+  const unknown = watch("no.such.Service");
+  const deadline = Date.now() + 5000;
+  while ((whole.statuses.length === 0 || unknown.statuses.length === 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  t.same(whole.statuses, ["SERVING"]);
+  t.same(unknown.statuses, ["SERVICE_UNKNOWN"], "the protocol's answer for a name the server does not know; the stream stays open");
+  const closed = server.close();
+  t.equal((await whole.ended).code, 14, "ended UNAVAILABLE by the shutdown");
+  t.equal((await unknown.ended).code, 14);
+  await closed;
+  t.same(whole.statuses, ["SERVING", "NOT_SERVING"], "told NOT_SERVING before the end");
+});
+
 t.test("one server on a Unix socket and TCP at once", async (t) => {
   const { table, backend } = makeBackend();
   table.open(conn());

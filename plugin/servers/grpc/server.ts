@@ -3,11 +3,11 @@
  * Unix socket (default) or TCP (plaintext on loopback only, TLS otherwise), with explicit limits.
  */
 import { Server, ServerCredentials, status as GrpcStatus } from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
 import type { ReportBackend } from "../../model/backend.ts";
 import type { Logger } from "../../log.ts";
 import { PluginError } from "../../errors.ts";
 import { DEFAULT_GRPC_SOCKET, type GrpcListen, tcpCredentials, tcpTarget } from "./listen-config.ts";
+import { HealthServer } from "./health.ts";
 import { addReflection } from "./reflection.ts";
 import { deliveryInterceptor } from "./report-delivery.ts";
 import { FastEndpointReporterService } from "./report-encoding.ts";
@@ -63,7 +63,7 @@ export interface GrpcServerHandle {
   readonly port: number;
   /** Every listener's address, in the order given. */
   readonly addresses: readonly string[];
-  readonly health: HealthImplementation;
+  readonly health: HealthServer;
   /** Live Watch streams. */
   watcherCount(): number;
   close(): Promise<void>;
@@ -98,7 +98,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       log: options.log,
     }),
   );
-  const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
+  const health = new HealthServer({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
   health.addToServer(server);
   addReflection(server);
 
@@ -144,13 +144,14 @@ function bind(server: Server, target: string, credentials: ServerCredentials): P
   });
 }
 
-async function shutdown(server: Server, health: HealthImplementation, watches: Set<WatchStream>, sockets: readonly BoundSocket[], graceMs: number): Promise<void> {
+async function shutdown(server: Server, health: HealthServer, watches: Set<WatchStream>, sockets: readonly BoundSocket[], graceMs: number): Promise<void> {
   health.setStatus("", "NOT_SERVING");
   health.setStatus(SERVICE_NAME, "NOT_SERVING");
+  health.endWatches("server shutting down");
   for (const watch of [...watches]) watch.end(GrpcStatus.UNAVAILABLE, "server shutting down");
   await new Promise<void>((resolve) => {
     const timer = setTimeout(() => {
-      // Health Watch streams and stuck readers never finish on their own.
+      // Stuck readers never finish on their own.
       server.forceShutdown();
       resolve();
     }, graceMs);
