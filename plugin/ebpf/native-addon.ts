@@ -1,8 +1,8 @@
 /** Loads the Node-API addon (native/) that owns the BPF object and the ring-buffer reader thread. */
 import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
 import { existsSync } from "node:fs";
 import { PluginError } from "../errors.ts";
+import { packageRoot } from "../package-root.ts";
 import type { NativeConntrack, NativeConntrackOptions } from "../conntrack/conntrack-source.ts";
 import type { ProgramAttachment } from "../model/status.ts";
 
@@ -54,13 +54,12 @@ interface NativeAddon {
   socketInodes(fdDir: string, from?: bigint, maxEntries?: number): { inodes: Float64Array; next?: bigint };
 }
 
-export const projectRoot = fileURLToPath(new URL("../../", import.meta.url));
 /**
  * Where the compiled parts live: the BPF objects (*.bpf.o) and Release/scope_tracker.node. By default
- * build/ two levels above this module, which is the checkout's build/ on the dev path and the
- * package's dist/build/ in a release (dist/ mirrors the checkout's layout); --artifacts-dir moves it.
+ * build/ in the package root, which is the checkout's build/ on the dev path and the package's
+ * dist/build/ in a release (dist/ mirrors the checkout's layout); --artifacts-dir moves it.
  */
-export let artifactsDir = `${projectRoot}build/`;
+export let artifactsDir = `${packageRoot}build/`;
 export let defaultAddonPath = `${artifactsDir}Release/scope_tracker.node`;
 export let defaultObjectPath = `${artifactsDir}tracker.bpf.o`;
 

@@ -16,7 +16,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { projectRoot } from "../../plugin/ebpf/native-addon.ts";
+import { packageRoot as projectRoot } from "../../plugin/package-root.ts";
 
 const seconds = Number(process.argv[2] ?? 5);
 const rounds = Number(process.argv[3] ?? 3);

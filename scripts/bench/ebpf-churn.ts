@@ -11,7 +11,7 @@
 import { spawn, execFileSync } from "node:child_process";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { projectRoot } from "../../plugin/ebpf/native-addon.ts";
+import { packageRoot as projectRoot } from "../../plugin/package-root.ts";
 
 const seconds = Number(process.argv[2] ?? 10);
 const rounds = Number(process.argv[3] ?? 2);

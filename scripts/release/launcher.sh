@@ -7,7 +7,7 @@ set -eu
 self=$(readlink -f "$0")
 dist=$(dirname "$(dirname "$self")")
 case "$(basename "$0")" in
-  *-cli) exec "${ENDPOINT_REPORTER_NODE:-node}" "$dist/plugin/cli/endpoint-reporter-cli.js" "$@" ;;
+  *-cli) exec "${ENDPOINT_REPORTER_NODE:-node}" "$dist/plugin/endpoint-reporter-cli.js" "$@" ;;
 esac
 tunables=$(cat "$dist/plugin/glibc-tunables")
 GLIBC_TUNABLES="$tunables${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}"

@@ -59,7 +59,7 @@ function hashFiles(files: readonly string[], extra: string): string {
 
 /** `npm pack` of this checkout (prepack runs `npm run build`), reused while its inputs are unchanged. */
 export function releaseTarball(): string {
-  const inputs = sh("git", ["ls-files", "-co", "--exclude-standard", "--", "package.json", "package-lock.json", "tsconfig.json", "tsconfig.build.json", "plugin", "proto", "bpf", "native", "scripts/release", "scripts/setup.sh", "scripts/build-bpf.sh", "scripts/build-native.sh"], { cwd: ROOT })
+  const inputs = sh("git", ["ls-files", "-co", "--exclude-standard", "--", "package.json", "package-lock.json", "tsconfig.json", "plugin", "proto", "bpf", "native", "scripts/release", "scripts/setup.sh", "scripts/build-bpf.sh", "scripts/build-native.sh"], { cwd: ROOT })
     .split("\n").filter((f) => f !== "");
   const key = hashFiles(inputs, process.version);
   const dir = join(ROOT, "build/release");
