@@ -1,22 +1,28 @@
 /**
- * Brings the table in line with a /proc scan without creating ghosts or gaps:
+ * Brings the table in line with a scan (BPF socket snapshot or /proc) without creating ghosts or gaps:
  * - a connection closed while the scan ran (seen as an event) is not re-added from the scan's stale copy;
- * - a connection opened while the scan ran was never in `keysBefore`, so it is not removed for missing from it;
+ * - a connection opened while the scan ran may be missing from it, so it is not removed for that;
  * - what the table knew before and the kernel no longer has is closed (clients see the close once),
  *   but only in namespaces the scan read in full: a table that failed to read proves nothing gone.
+ *
+ * It runs in slices, handing the event loop back between them (a 200k table is ~100 ms of work);
+ * events applied in between are safe because the caller keeps collecting the keys opened and
+ * closed until the reconcile has returned.
  */
 import { type Connection, connectionKey, type Direction } from "../model/connection.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
 
 export interface ReconcileInput {
   scanned: readonly Connection[];
-  /** Table keys taken just before the scan started. */
-  keysBefore: ReadonlySet<string>;
-  /** Keys of closes applied while the scan was running. */
+  /** Keys of connections the table opened since the scan started (collected until this returns). */
+  openedDuringScan: ReadonlySet<string>;
+  /** Keys of closes applied since the scan started (collected until this returns). */
   closedDuringScan: ReadonlySet<string>;
   heuristic: (localPort: number, remotePort: number) => Direction;
   /** Whether the scan read every connection of this namespace; absent: it read them all. */
   readInFull?: (netns: number) => boolean;
+  /** Awaited between slices of work; absent: the whole reconcile runs in one go. */
+  breathe?: () => Promise<void>;
 }
 
 export interface ReconcileResult {
@@ -25,30 +31,46 @@ export interface ReconcileResult {
   suppressed: number;
   /** Connections missing from the scan but kept: their namespace was not read in full. */
   kept: number;
+  /** Known connections whose pid, name, direction or source the scan changed. */
+  updated: number;
 }
 
-export function reconcileTable(table: ConnectionTable, input: ReconcileInput): ReconcileResult {
-  const result: ReconcileResult = { added: 0, removed: 0, suppressed: 0, kept: 0 };
+/** Entries between two calls of `breathe`. */
+const SLICE = 4096;
+
+export async function reconcileTable(table: ConnectionTable, input: ReconcileInput): Promise<ReconcileResult> {
+  const result: ReconcileResult = { added: 0, removed: 0, suppressed: 0, kept: 0, updated: 0 };
   const readInFull = input.readInFull ?? (() => true);
+  const breathe = input.breathe;
   const scannedKeys = new Set<string>();
+  let n = 0;
   for (const connection of input.scanned) {
+    if (breathe !== undefined && ++n % SLICE === 0) await breathe();
     const key = connectionKey(connection);
     scannedKeys.add(key);
     if (input.closedDuringScan.has(key)) {
       result.suppressed++;
       continue;
     }
-    const known = table.get(key);
-    if (known !== undefined) {
-      table.open(connection, key);
-      continue;
-    }
+    const confirmed = table.confirm(connection, key);
+    if (confirmed === "updated") result.updated++;
+    if (confirmed !== "unknown") continue;
     const direction = connection.direction !== "unknown" ? connection.direction : input.heuristic(connection.localPort, connection.remotePort);
     table.open(direction === connection.direction ? connection : { ...connection, direction }, key);
     result.added++;
   }
-  for (const key of input.keysBefore) {
-    if (scannedKeys.has(key)) continue;
+  // Collected first: closing while iterating the table's own keys would be iterating a moving map.
+  const gone: string[] = [];
+  for (const key of table.keys()) {
+    if (breathe !== undefined && ++n % SLICE === 0) {
+      // The table may change during the pause; its iterator stays valid on a Map, deletions included.
+      await breathe();
+    }
+    if (scannedKeys.has(key) || input.openedDuringScan.has(key)) continue;
+    gone.push(key);
+  }
+  for (const key of gone) {
+    if (input.openedDuringScan.has(key)) continue; // opened again during a pause after it was listed
     const known = table.get(key);
     if (known === undefined) continue;
     if (!readInFull(known.netns)) {

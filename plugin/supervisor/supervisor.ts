@@ -15,10 +15,11 @@
 import { EbpfTracker, type EbpfTrackerHooks, type EbpfTrackerOptions } from "../ebpf/ebpf-tracker.ts";
 import { describeError, errorCode, PluginError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { Connection, Direction, SourceKind } from "../model/connection.ts";
+import { type Connection, connectionKey, type Direction, type SourceKind } from "../model/connection.ts";
 import { emptyCounters, type TrackerStatus } from "../model/status.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
 import { checkKernel, type KernelFacts } from "./kernel-support.ts";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { reconcileTable } from "./reconcile.ts";
 
 export type SourceChoice = "auto" | "ebpf" | "procfs";
@@ -391,20 +392,29 @@ export class Supervisor {
 
   async #scanAndReconcile() {
     const closed = new Set<string>();
+    const opened = new Set<string>();
     this.#closeSinks.add(closed);
+    const unsubscribe = this.#table.subscribe((change) => {
+      if (change.type === "open") opened.add(connectionKey(change.connection));
+    });
+    const signal = this.#stopSignal.signal;
     try {
-      const keysBefore = new Set(this.#table.keys());
       const outcome = await this.#scan();
       await this.#settleEvents();
-      this.#stopSignal.signal.throwIfAborted();
-      const result = reconcileTable(this.#table, {
-        scanned: outcome.connections, keysBefore, closedDuringScan: closed, heuristic: this.#options.heuristic, readInFull: outcome.readInFull,
+      signal.throwIfAborted();
+      const result = await reconcileTable(this.#table, {
+        scanned: outcome.connections, openedDuringScan: opened, closedDuringScan: closed, heuristic: this.#options.heuristic, readInFull: outcome.readInFull,
+        breathe: async () => {
+          await nextTurn();
+          signal.throwIfAborted();
+        },
       });
       this.#counters.reconcileKept += result.kept;
       if (result.kept > 0) this.#log.warn("kept connections a failed /proc read could not confirm", { kept: result.kept, scanErrors: outcome.errors ?? 0 });
       return result;
     } finally {
       this.#closeSinks.delete(closed);
+      unsubscribe();
     }
   }
 

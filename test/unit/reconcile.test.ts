@@ -11,7 +11,7 @@ function conn(localPort: number, remotePort: number, extra: Partial<Connection> 
 t.test("a close seen during the scan suppresses that connection's seed", async (t) => {
   const table = new ConnectionTable({ maxConnections: 10 });
   const stale = conn(40000, 80);
-  const result = reconcileTable(table, { scanned: [stale], keysBefore: new Set(), closedDuringScan: new Set([connectionKey(stale)]), heuristic: heuristicDirection });
+  const result = await reconcileTable(table, { scanned: [stale], openedDuringScan: new Set(), closedDuringScan: new Set([connectionKey(stale)]), heuristic: heuristicDirection });
   t.equal(table.size, 0);
   t.equal(result.suppressed, 1);
 });
@@ -19,7 +19,7 @@ t.test("a close seen during the scan suppresses that connection's seed", async (
 t.test("a connection opened during the scan is kept once, with what the event knew", async (t) => {
   const table = new ConnectionTable({ maxConnections: 10 });
   table.open(conn(40000, 80, { source: "ebpf", direction: "outgoing", pid: 5, comm: "curl" }));
-  const result = reconcileTable(table, { scanned: [conn(40000, 80)], keysBefore: new Set(), closedDuringScan: new Set(), heuristic: heuristicDirection });
+  const result = await reconcileTable(table, { scanned: [conn(40000, 80)], openedDuringScan: new Set([connectionKey(conn(40000, 80))]), closedDuringScan: new Set(), heuristic: heuristicDirection });
   t.equal(table.size, 1);
   t.equal(result.added, 0);
   t.match(table.get(connectionKey(conn(40000, 80))), { source: "ebpf", direction: "outgoing", pid: 5 });
@@ -30,11 +30,10 @@ t.test("what the table had before the scan and the kernel no longer has is close
   const gone = conn(40001, 80, { source: "ebpf", direction: "outgoing" });
   const openedDuringScan = conn(40002, 80, { source: "ebpf", direction: "outgoing" });
   table.open(gone);
-  const keysBefore = new Set(table.keys());
   table.open(openedDuringScan);
   const closes: number[] = [];
   table.subscribe((c) => c.type === "close" && closes.push(c.connection.localPort));
-  const result = reconcileTable(table, { scanned: [], keysBefore, closedDuringScan: new Set(), heuristic: heuristicDirection });
+  const result = await reconcileTable(table, { scanned: [], openedDuringScan: new Set([connectionKey(openedDuringScan)]), closedDuringScan: new Set(), heuristic: heuristicDirection });
   t.equal(result.removed, 1);
   t.same(closes, [40001], "clients are told it closed");
   t.ok(table.has(connectionKey(openedDuringScan)), "not removed for missing from a scan that started before it");
@@ -42,8 +41,66 @@ t.test("what the table had before the scan and the kernel no longer has is close
 
 t.test("an unknown direction falls back to the port heuristic only when nothing better is known", async (t) => {
   const table = new ConnectionTable({ maxConnections: 10 });
-  reconcileTable(table, { scanned: [conn(40000, 443), conn(22, 51000), conn(8080, 52000, { direction: "incoming" })], keysBefore: new Set(), closedDuringScan: new Set(), heuristic: heuristicDirection });
+  await reconcileTable(table, { scanned: [conn(40000, 443), conn(22, 51000), conn(8080, 52000, { direction: "incoming" })], openedDuringScan: new Set(), closedDuringScan: new Set(), heuristic: heuristicDirection });
   t.equal(table.get(connectionKey(conn(40000, 443)))?.direction, "outgoing");
   t.equal(table.get(connectionKey(conn(22, 51000)))?.direction, "incoming");
   t.equal(table.get(connectionKey(conn(8080, 52000)))?.direction, "incoming");
+});
+
+t.test("a known connection the scan confirms unchanged is left in place: no copy, no publish, the report snapshot kept", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10 });
+  const known = conn(40000, 80, { source: "ebpf", direction: "outgoing", pid: 5, comm: "curl" });
+  table.open(known);
+  table.open(conn(40001, 80, { source: "ebpf", direction: "outgoing", pid: 6, comm: "wget" }));
+  const before = table.snapshot();
+  const changes: string[] = [];
+  table.subscribe((c) => changes.push(c.type));
+  // The scan knows the same pid and name, and no direction: nothing to change.
+  const result = await reconcileTable(table, {
+    scanned: [conn(40000, 80, { pid: 5, comm: "curl" }), conn(40001, 80, { pid: 7, comm: "wget" })], openedDuringScan: new Set(), closedDuringScan: new Set(), heuristic: heuristicDirection,
+  });
+  t.same(result, { added: 0, removed: 0, suppressed: 0, kept: 0, updated: 1 }, "one changed pid, nothing else");
+  t.equal(table.get(connectionKey(known)), known, "the unchanged entry is the same object");
+  t.match(table.get(connectionKey(conn(40001, 80))), { pid: 7, direction: "outgoing", source: "ebpf" }, "the changed one took the scan's pid and kept the event's direction");
+  t.same([...table.keys()], [connectionKey(known), connectionKey(conn(40001, 80))], "both kept their places");
+  t.not(table.snapshot(), before, "a change invalidates the report snapshot");
+  t.same(changes, [], "a refresh publishes nothing");
+  const again = table.snapshot();
+  await reconcileTable(table, { scanned: [conn(40000, 80), conn(40001, 80)], openedDuringScan: new Set(), closedDuringScan: new Set(), heuristic: heuristicDirection });
+  t.equal(table.snapshot(), again, "a reconcile that changes nothing keeps it");
+});
+
+t.test("in slices: events applied during the pauses are neither undone nor lost", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 100_000 });
+  const opened = new Set<string>();
+  const closed = new Set<string>();
+  table.subscribe((c) => (c.type === "open" ? opened : closed).add(connectionKey(c.connection)));
+  // 10,000 known before the scan; the scan has all but the last 2,000 (gone from the kernel).
+  for (let p = 0; p < 10_000; p++) table.open(conn(20000 + p, 80, { source: "ebpf", direction: "outgoing", pid: 1, comm: "c" }));
+  opened.clear();
+  closed.clear();
+  const scanned = Array.from({ length: 8000 }, (_, p) => conn(20000 + p, 80, { pid: 1, comm: "c" }));
+  let pauses = 0;
+  const result = await reconcileTable(table, {
+    scanned, openedDuringScan: opened, closedDuringScan: closed, heuristic: heuristicDirection,
+    breathe: async () => {
+      pauses++;
+      if (pauses === 1) {
+        table.close(connectionKey(conn(27999, 80))); // scanned, closed by an event before its turn
+        table.close(connectionKey(conn(29999, 80))); // not scanned: closed by its event, not twice
+        table.close(connectionKey(conn(29998, 80))); // closed and opened again: a new connection
+        table.open(conn(29998, 80, { source: "ebpf", direction: "outgoing", pid: 2, comm: "n" }));
+        table.open(conn(40000, 80, { source: "ebpf", direction: "outgoing", pid: 3, comm: "n" })); // new, not in the scan
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    },
+  });
+  t.ok(pauses >= 2, `the work was cut in slices (${pauses} pauses)`);
+  t.equal(result.suppressed, 1, "the scan's stale copy of a connection closed during a pause is not re-added");
+  t.equal(result.removed, 1998, "every other connection the scan did not see is closed");
+  t.notOk(table.has(connectionKey(conn(27999, 80))));
+  t.match(table.get(connectionKey(conn(29998, 80))), { pid: 2 }, "reopened during a pause: kept");
+  t.ok(table.has(connectionKey(conn(40000, 80))), "opened during a pause: kept");
+  t.equal(table.size, 7999 + 2);
+  t.equal(table.closesOfUnknown, 0, "nothing closed twice");
 });

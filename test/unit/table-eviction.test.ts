@@ -59,9 +59,8 @@ t.test("a reconcile re-adding an evicted connection publishes one open; its clos
   table.open(port(2));
   table.open(port(3)); // evicts 1
   table.close(connectionKey(port(3)));
-  const before = new Set(table.keys());
   // /proc still has 1 (it was only evicted, never closed) and 2.
-  const result = reconcileTable(table, { scanned: [port(1), port(2)], keysBefore: before, closedDuringScan: new Set(), heuristic: heuristicDirection });
+  const result = await reconcileTable(table, { scanned: [port(1), port(2)], openedDuringScan: new Set(), closedDuringScan: new Set(), heuristic: heuristicDirection });
   t.equal(result.added, 1);
   t.same(changes, [["open", 1], ["open", 2], ["open", 3], ["close", 1], ["close", 3], ["open", 1]], "open, evicted (closed), re-added (open): never two opens in a row");
   t.same([...table.values()].map((c) => c.localPort).sort(), [1, 2]);
