@@ -35,13 +35,6 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
- * Set by user space before load (lives in .rodata, so the verifier prunes the
- * other branch). false: submit with BPF_RB_NO_WAKEUP and let the reader drain on
- * a timer (cheapest per event); true: wake the reader's epoll for every record.
- */
-const volatile bool use_wakeup = false;
-
-/*
  * events: the record stream to user space.
  * Inserted: every handler below, one record per event (bpf_ringbuf_reserve/submit).
  * Removed:  by the user-space reader (ring_buffer__consume) only.
@@ -128,9 +121,15 @@ static __always_inline struct tracker_event *reserve_event(__u8 type, __u64 cook
 	return e;
 }
 
+/*
+ * No flag: the kernel's own choice, which wakes the reader's epoll only for a record written
+ * into a ring the reader had emptied (consumer position == this record's). A reader draining
+ * on its timer is woken at most once per drain (a wake-up with nobody waiting: an irq_work);
+ * an idle reader sleeps in epoll until the first record instead of polling an empty ring.
+ */
 static __always_inline void submit_event(struct tracker_event *e)
 {
-	bpf_ringbuf_submit(e, use_wakeup ? 0 : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, 0);
 }
 
 /* ::ffff:a.b.c.d */

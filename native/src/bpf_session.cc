@@ -196,7 +196,6 @@ void BpfSession::LoadAndAttach(const BpfOptions& options) {
                                        ErrnoText(-err)));
     }
   }
-  SetRodataBool(obj, "use_wakeup", options.wakeup, path);
 
   int err = -bpf_object__load(obj);
   ReturnFreedHeap();

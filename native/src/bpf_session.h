@@ -42,7 +42,6 @@ class BpfError : public std::runtime_error {
 struct BpfOptions {
   std::string object_path;
   uint32_t ring_buffer_bytes = 0;  // 0: keep the object's default (4 MiB)
-  bool wakeup = false;             // sets `use_wakeup` in .rodata
   bool tracepoints_only = false;   // never try tp_btf (the classic tracepoints everywhere)
 };
 

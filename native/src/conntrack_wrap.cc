@@ -3,7 +3,11 @@
 #include "js_errors.h"
 
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <cmath>
@@ -84,6 +88,11 @@ Conntrack::Conntrack(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Conntrac
   }
   rx_.resize(kRxBytes);
   parsed_.reserve(kMaxBatchBytes);
+  wake_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (wake_.get() < 0) {
+    int err = errno;
+    throw WithCode(Napi::Error::New(env, std::string("conntrack reader: eventfd: ") + std::strerror(err)), kErrConntrack, err);
+  }
 
   BatchPipeOptions pipe_options;
   pipe_options.max_batch_bytes = kMaxBatchBytes;
@@ -119,10 +128,25 @@ void Conntrack::Produce(BatchProducer& out) {
       if (!Dump(out)) return;
       last_publish = std::chrono::steady_clock::now();
     }
-    pollfd fds[2] = {{events_.fd(), POLLIN, 0}, {out.stop_fd(), POLLIN, 0}};
-    int n = poll(fds, 2, static_cast<int>(interval_.count()));
+    // With nothing waiting to go out the thread sleeps until an event, a dump request or the
+    // stop; with records appended, only until their batch is due.
+    int timeout = -1;
+    if (out.pending_bytes() > 0) {
+      auto due = last_publish + interval_ - std::chrono::steady_clock::now();
+      timeout = std::max(0, static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(due).count()));
+    } else if (dump_requested_.load()) {
+      auto due = next_dump_allowed_ - std::chrono::steady_clock::now();
+      timeout = std::max(0, static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(due).count()));
+    }
+    pollfd fds[3] = {{events_.fd(), POLLIN, 0}, {out.stop_fd(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
+    int n = poll(fds, 3, timeout);
     if (n < 0 && errno != EINTR) return out.Fail(errno, "poll the conntrack socket");
     if (out.stopping()) return;
+    if (n > 0 && (fds[2].revents & POLLIN)) {
+      uint64_t ignored;
+      while (read(wake_.get(), &ignored, sizeof ignored) < 0 && errno == EINTR) {
+      }
+    }
     if (!DrainEvents(out)) return;
     // Events are batched for up to one interval: one JS call per interval, not per event.
     if (std::chrono::steady_clock::now() - last_publish >= interval_) {
@@ -247,6 +271,10 @@ Napi::Value Conntrack::SetUpdates(const Napi::CallbackInfo& info) {
 
 Napi::Value Conntrack::RequestDump(const Napi::CallbackInfo& info) {
   dump_requested_ = true;
+  // The reader may be asleep in poll with nothing due: wake it.
+  uint64_t one = 1;
+  while (write(wake_.get(), &one, sizeof one) < 0 && errno == EINTR) {
+  }
   return info.Env().Undefined();
 }
 

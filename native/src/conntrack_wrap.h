@@ -41,6 +41,7 @@ class Conntrack : public Napi::ObjectWrap<Conntrack>, private BatchSource {
   CtSocket events_;
   CtSocket dump_;
   std::unique_ptr<BatchPipe> pipe_;
+  UniqueFd wake_;  // eventfd: RequestDump wakes a reader asleep in poll
 
   // Written by the producer thread, read by JS at any time.
   std::atomic<uint64_t> enobufs_{0};

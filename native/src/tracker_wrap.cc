@@ -32,6 +32,9 @@ constexpr uint32_t kDefaultRingBytes = 4u << 20;
 constexpr uint32_t kMaxRingBytes = 1u << 30;
 constexpr double kDefaultDrainMs = 20;
 constexpr double kMaxDrainMs = 60000;
+// An idle reader's epoll wait: the kernel's wake-up ends it at the first record; the bound only
+// keeps a stop or a missed wake-up from waiting forever (the stop fd ends it too).
+constexpr int kIdleWaitMs = 1000;
 
 }  // namespace
 
@@ -93,7 +96,6 @@ Tracker::Tracker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tracker>(inf
     if (!v.IsBoolean()) ThrowType(env, "options.wakeup must be a boolean");
     wakeup_ = v.As<Napi::Boolean>().Value();
   }
-  bpf_options.wakeup = wakeup_;
   v = opts.Get("tracepointsOnly");
   if (!v.IsUndefined()) {
     if (!v.IsBoolean()) ThrowType(env, "options.tracepointsOnly must be a boolean");
@@ -132,7 +134,7 @@ Tracker::Tracker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tracker>(inf
     throw WithCode(Napi::Error::New(env, e.what()), kErrLoad);
   }
 
-  if (wakeup_) {
+  {
     epoll_fd_.Reset(epoll_create1(EPOLL_CLOEXEC));
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -161,32 +163,42 @@ Tracker::~Tracker() {
 
 // ---------------------------------------------------------------- producer thread
 
+// Timer mode (default): while records come, one drain per interval (a batch per interval, no
+// wake-up per record); after a drain that found nothing, the thread sleeps in epoll until the
+// kernel wakes it for the first record into the empty ring (bpf/tracker.bpf.c, submit_event), so
+// an idle host costs no wake-ups. Wakeup mode: every round waits in epoll.
 void Tracker::Produce(BatchProducer& out) {
   out_ = &out;
   auto next = std::chrono::steady_clock::now() + interval_;
+  bool idle = false;
   for (;;) {
     bool final;
-    if (!wakeup_) {
+    if (!wakeup_ && !idle) {
       final = out.WaitUntil(next);
       auto now = std::chrono::steady_clock::now();
       next += interval_;
       if (next <= now) next = now + interval_;
     } else {
       epoll_event evs[2];
-      int n = epoll_wait(epoll_fd_.get(), evs, 2, static_cast<int>(interval_.count()));
+      int n = epoll_wait(epoll_fd_.get(), evs, 2, wakeup_ ? static_cast<int>(interval_.count()) : kIdleWaitMs);
       if (n < 0 && errno != EINTR) {
         out.Fail(errno, "ring buffer consumer failed");
         return;
       }
       final = out.stopping();
+      // Woken by the first record of a burst: give the rest of it one interval to arrive.
+      if (!wakeup_ && !final) final = out.WaitUntil(std::chrono::steady_clock::now() + interval_);
+      next = std::chrono::steady_clock::now() + interval_;
     }
 
     // On the final round (stopping) this drains whatever the detached programs left.
-    int err = ConsumeAll();
+    size_t consumed = 0;
+    int err = ConsumeAll(&consumed);
     if (err) {
       out.Fail(err, "ring buffer consumer failed");
       return;
     }
+    idle = consumed == 0;
     if (!out.Publish() || final) return;
   }
 }
@@ -206,13 +218,16 @@ int Tracker::OnRecord(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-// Drains everything in the ring. Returns 0 or a positive errno.
-int Tracker::ConsumeAll() {
+// Drains everything in the ring, adding the records taken to *consumed. Returns 0 or a positive errno.
+int Tracker::ConsumeAll(size_t* consumed) {
   for (;;) {
     batch_full_ = false;
     int n = ring_buffer__consume(rb_.get());
+    if (n > 0) *consumed += static_cast<size_t>(n);
     if (n >= 0 || n == -EINTR) return 0;
+    // Stopped early at a full batch (OnRecord returned -1): that record was taken too.
     if (!batch_full_) return -n;
+    (*consumed)++;
     if (!out_->Publish()) return 0;
   }
 }

@@ -44,7 +44,7 @@ class Tracker : public Napi::ObjectWrap<Tracker>, private BatchSource {
 
   // Producer thread
   static int OnRecord(void* ctx, void* data, size_t size);
-  int ConsumeAll();
+  int ConsumeAll(size_t* consumed);
 
   Napi::Object CountersObject(Napi::Env env, const scope_tracker::Counters& c);
   bool running() const { return pipe_ && pipe_->running(); }
@@ -54,7 +54,7 @@ class Tracker : public Napi::ObjectWrap<Tracker>, private BatchSource {
   std::chrono::milliseconds interval_{20};
   std::unique_ptr<BpfSession> bpf_;
   std::unique_ptr<ring_buffer, RingBufferDeleter> rb_;
-  UniqueFd epoll_fd_;  // wakeup mode: ring buffer epoll fd + the pipe's stop fd
+  UniqueFd epoll_fd_;  // ring buffer epoll fd + the pipe's stop fd: wakeup mode, and timer mode when idle
 
   // JS thread only.
   scope_tracker::Counters final_counters_{};

@@ -53,6 +53,7 @@ export class EbpfTracker {
   #native: NativeTracker | undefined;
   #clock: () => number = () => 0;
   #timers: ReturnType<typeof setInterval>[] = [];
+  #applyTimer: ReturnType<typeof setTimeout> | undefined;
   #lastCounters: NativeCounters = { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0, badSizeRecords: 0 };
   #dead = false;
   #attachments: ProgramAttachment[] = [];
@@ -115,7 +116,6 @@ export class EbpfTracker {
     });
     this.#lastCounters = this.#native.counters();
     this.#attachments = this.#native.attachments();
-    this.#timers.push(setInterval(() => this.#applyDue(), this.#options.drainIntervalMs));
     this.#timers.push(setInterval(() => this.#pollCounters(), this.#options.counterPollMs));
     for (const timer of this.#timers) timer.unref?.();
   }
@@ -142,6 +142,8 @@ export class EbpfTracker {
   stop(): void {
     for (const timer of this.#timers) clearInterval(timer);
     this.#timers = [];
+    clearTimeout(this.#applyTimer);
+    this.#applyTimer = undefined;
     const native = this.#native;
     this.#native = undefined;
     this.#attachments = [];
@@ -158,6 +160,21 @@ export class EbpfTracker {
 
   #onBatch(batch: Uint8Array): void {
     this.eventsReceived += this.#reorder.push(batch);
+    this.#armApply();
+  }
+
+  /**
+   * Records wait in the hold-back window; a timer releases what is due, armed only while some
+   * are held, so that an idle host costs no timer every drain interval.
+   */
+  #armApply(): void {
+    if (this.#applyTimer !== undefined || this.#native === undefined || this.#reorder.pending === 0) return;
+    this.#applyTimer = setTimeout(() => {
+      this.#applyTimer = undefined;
+      this.#applyDue();
+      this.#armApply();
+    }, this.#options.drainIntervalMs);
+    this.#applyTimer.unref?.();
   }
 
   #applyDue(): void {

@@ -43,34 +43,52 @@ export async function reconcileTable(table: ConnectionTable, input: ReconcileInp
   const readInFull = input.readInFull ?? (() => true);
   const breathe = input.breathe;
   const scannedKeys = new Set<string>();
+  const opened = input.openedDuringScan;
+  const closed = input.closedDuringScan;
+  /** Distinct table entries the scan confirmed or added: when they are all of the table, nothing is gone. */
+  let vouched = 0;
+  const deletionsBefore = table.deletions;
   let n = 0;
   for (const connection of input.scanned) {
     if (breathe !== undefined && ++n % SLICE === 0) await breathe();
     const key = connectionKey(connection);
+    const sizeBefore = scannedKeys.size;
     scannedKeys.add(key);
-    if (input.closedDuringScan.has(key)) {
+    const first = scannedKeys.size !== sizeBefore;
+    if (closed.size !== 0 && closed.has(key)) {
       result.suppressed++;
       continue;
     }
     const confirmed = table.confirm(connection, key);
     if (confirmed === "updated") result.updated++;
-    if (confirmed !== "unknown") continue;
+    if (confirmed !== "unknown") {
+      if (first) vouched++;
+      continue;
+    }
     const direction = connection.direction !== "unknown" ? connection.direction : input.heuristic(connection.localPort, connection.remotePort);
     table.open(direction === connection.direction ? connection : { ...connection, direction }, key);
     result.added++;
+    vouched++;
   }
+  // Entries opened during the scan and not in it are kept too; past those, anything the scan did
+  // not vouch for is gone. The common case, nothing gone, is known without a pass over the table:
+  // when the table lost no entry since the first was vouched for, all of those are still in it.
+  if (table.deletions === deletionsBefore) {
+    let keptOpened = 0;
+    for (const key of opened) if (!scannedKeys.has(key) && table.has(key)) keptOpened++;
+    if (vouched + keptOpened === table.size) return result;
+  }
+
   // Collected first: closing while iterating the table's own keys would be iterating a moving map.
   const gone: string[] = [];
   for (const key of table.keys()) {
-    if (breathe !== undefined && ++n % SLICE === 0) {
-      // The table may change during the pause; its iterator stays valid on a Map, deletions included.
-      await breathe();
-    }
-    if (scannedKeys.has(key) || input.openedDuringScan.has(key)) continue;
+    // The table may change during a pause; a Map's iterator stays valid, deletions included.
+    if (breathe !== undefined && ++n % SLICE === 0) await breathe();
+    if (scannedKeys.has(key) || (opened.size !== 0 && opened.has(key))) continue;
     gone.push(key);
   }
   for (const key of gone) {
-    if (input.openedDuringScan.has(key)) continue; // opened again during a pause after it was listed
+    if (opened.has(key)) continue; // opened again during a pause after it was listed
     const known = table.get(key);
     if (known === undefined) continue;
     if (!readInFull(known.netns)) {

@@ -37,6 +37,8 @@ export class ConnectionTable {
    */
   #snapshot: readonly Connection[] | undefined;
   evictions = 0;
+  /** Entries removed, by close or eviction: lets a reconcile tell whether the table lost any while it ran. */
+  deletions = 0;
   closesOfUnknown = 0;
   /** Real closes of connections evicted earlier (already published as closed then, so not again). */
   closesOfEvicted = 0;
@@ -104,6 +106,7 @@ export class ConnectionTable {
       return undefined;
     }
     this.#open.delete(key);
+    this.deletions++;
     this.#snapshot = undefined;
     this.#byLocalPort[known.localPort]--;
     const closed = closedCopy(known);
@@ -168,6 +171,7 @@ export class ConnectionTable {
     this.evictions++;
     this.#byLocalPort[evicted.localPort]--;
     this.#open.delete(key);
+    this.deletions++;
     this.#snapshot = undefined;
     if (this.#evicted.size >= this.#maxEvictedKeys) this.#evicted.delete(this.#evicted.keys().next().value!);
     this.#evicted.set(key, true);

@@ -4,13 +4,13 @@
  * what the kernel side costs on its own (the "floor" the Node addon is compared to).
  *
  * Loads the object and attaches the same programs as the plugin (the choice is
- * native/src/attach_plan.c's, shared with the addon: tp_btf where the kernel takes it), drains the ring buffer every N ms (NO_WAKEUP submissions, no epoll), counts
+ * native/src/attach_plan.c's, shared with the addon: tp_btf where the kernel takes it), drains the ring buffer every N ms (on a timer, no epoll; the object's submissions leave the wake-up to the kernel, as for the plugin), counts
  * records by type, and on SIGINT/SIGTERM prints one JSON line to stdout:
  *   {"events":..,"connect":..,"accept":..,"close":..,"lost":..,"failedConnects":..,
  *    "connectNoPid":..,"acceptNoSock":..,"seconds":..,"cpuUserMs":..,"cpuSysMs":..}
  *
  * usage: floor-consumer [-o build/tracker.bpf.o] [-i drain_ms] [-r ring_bytes] [-w] [-c]
- *   -w  submit with kernel wakeups and wait in epoll instead of the timer
+ *   -w  wait in epoll for the kernel's wake-ups instead of the timer
  *   -c  classic tracepoints only (never tp_btf), to compare the two
  */
 #define _GNU_SOURCE
@@ -88,43 +88,6 @@ static const char *tracefs_events(void)
 	return "/sys/kernel/tracing/events";
 }
 
-/* Set a `const volatile` global in .rodata by name, before load. */
-static int set_rodata_bool(struct bpf_object *obj, const char *name, bool value)
-{
-	struct bpf_map *map = bpf_object__find_map_by_name(obj, ".rodata");
-	const struct btf *btf = bpf_object__btf(obj);
-	size_t sz = 0;
-	const char *init;
-	int id;
-
-	if (!map || !btf)
-		return -ENOENT;
-	init = bpf_map__initial_value(map, &sz);
-	id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
-	if (!init || id < 0)
-		return -ENOENT;
-	const struct btf_type *sec = btf__type_by_id(btf, id);
-	const struct btf_var_secinfo *vs = btf_var_secinfos(sec);
-
-	for (int i = 0; i < btf_vlen(sec); i++, vs++) {
-		const struct btf_type *var = btf__type_by_id(btf, vs->type);
-
-		if (strcmp(btf__name_by_offset(btf, var->name_off), name) == 0) {
-			if (vs->offset + 1 > sz)
-				return -ERANGE;
-			char *data = malloc(sz);
-			if (!data)
-				return -ENOMEM;
-			memcpy(data, init, sz);
-			data[vs->offset] = value;
-			int err = bpf_map__set_initial_value(map, data, sz);
-			free(data);
-			return err;
-		}
-	}
-	return -ENOENT;
-}
-
 static double now_s(void)
 {
 	struct timespec ts;
@@ -185,11 +148,6 @@ int main(int argc, char **argv)
 				fprintf(stderr, "floor-consumer: ring size %lu: %s\n", ring_bytes, strerror(-err));
 				return 1;
 			}
-		}
-		err = set_rodata_bool(obj, "use_wakeup", wakeup);
-		if (err) {
-			fprintf(stderr, "floor-consumer: cannot set use_wakeup: %s\n", strerror(-err));
-			return 1;
 		}
 		err = bpf_object__load(obj);
 		if (err) {

@@ -5,9 +5,6 @@
  * through the same loader, named as the fake it is) reports what a mismatched build would.
  */
 import t from "tap";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { EbpfTracker } from "../../plugin/ebpf/ebpf-tracker.ts";
 import { EVENT_SIZE } from "../../plugin/ebpf/record.ts";
 import { createLogger } from "../../plugin/log.ts";
@@ -16,31 +13,8 @@ import { chooseFdWalk } from "../../plugin/procfs/fd-walk.ts";
 import { Supervisor } from "../../plugin/supervisor/supervisor.ts";
 import { ConnectionTable } from "../../plugin/table/connection-table.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { behaviour, fakeAddon } from "../helpers/fake-addon.ts";
 
-/** A fake addon module: `behaviour` is read from globalThis so each test sets what the kernel side "does". */
-function fakeAddon(t: { teardown(fn: () => unknown): void }): string {
-  const dir = mkdtempSync(join(tmpdir(), "robust-fake-addon-"));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const path = join(dir, `fake-addon-${Math.random().toString(36).slice(2)}.cjs`);
-  writeFileSync(path, `
-    const b = () => globalThis.__robustFakeAddon;
-    exports.monotonicNowNs = () => Number(process.hrtime.bigint());
-    exports.Tracker = class {
-      constructor(options) { b().options = options; }
-      counters() {
-        if (b().countersThrow) throw new Error("bpf_map_lookup_elem: EBADF");
-        return { lost: 0, failedConnects: 0, connectNoPid: 0, acceptNoSock: 0, missed: 0, ...b().counters };
-      }
-      attachedPrograms() { return ["fake"]; }
-      attachments() { return [{ hook: "fake", type: "tracepoint", program: "fake", reason: "stand-in" }]; }
-      stop() {}
-    };
-  `);
-  return path;
-}
-
-type Behaviour = { counters?: Record<string, number>; countersThrow?: boolean; options?: { onBatch(b: Uint8Array): void } };
-const behaviour = (b: Behaviour) => ((globalThis as { __robustFakeAddon?: Behaviour }).__robustFakeAddon = b);
 
 t.test("records of the wrong size counted by the addon: the tracker dies with a reason that says what to do", async (t) => {
   const b = behaviour({});

@@ -104,3 +104,26 @@ t.test("in slices: events applied during the pauses are neither undone nor lost"
   t.equal(table.size, 7999 + 2);
   t.equal(table.closesOfUnknown, 0, "nothing closed twice");
 });
+
+t.test("a connection the scan vouched for and an event then closed does not hide one that is gone", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10_000 });
+  const vouchedThenClosed = conn(20000, 80, { source: "ebpf", direction: "outgoing" });
+  const gone = conn(20001, 80, { source: "ebpf", direction: "outgoing" });
+  table.open(vouchedThenClosed);
+  table.open(gone);
+  // The scan: the first one, then 4,095 new ones; the pause comes before the last of them, after
+  // the first was vouched for. Counting alone (4,096 vouched, 4,096 in the table) would miss `gone`.
+  const scanned = [vouchedThenClosed, ...Array.from({ length: 4095 }, (_, i) => conn(30000 + i, 80))];
+  const closed = new Set<string>();
+  const result = await reconcileTable(table, {
+    scanned, openedDuringScan: new Set(), closedDuringScan: closed, heuristic: heuristicDirection,
+    breathe: async () => {
+      closed.add(connectionKey(vouchedThenClosed));
+      table.close(connectionKey(vouchedThenClosed));
+    },
+  });
+  t.equal(result.added, 4095);
+  t.equal(result.removed, 1, "the connection the scan did not see is closed");
+  t.notOk(table.has(connectionKey(gone)));
+  t.equal(table.size, 4095);
+});
