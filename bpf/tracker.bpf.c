@@ -337,35 +337,89 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
  * on that CPU is skipped (and counted in its recursion_misses). That happens when a softirq lands
  * inside a process-context run, and on kernels whose tracepoints run preemptible (6.18) when another
  * task's state change preempts one. So the state change has two tp_btf programs, attached in this
- * order: the first does the work, and says on its CPU that it is running; the second does the work
- * only when the first is running there, since then (and only then) the first was skipped for this
- * very change: it is an outer run of the first, interrupted. The second's own runs are a few
- * instructions, so it is almost never the one running when the next change lands.
+ * order: the first does the work; the second, the backstop, does it only when the first was skipped
+ * for this very change.
  *
- * Exact in both directions, so user space can count what both missed as recursion_misses of the
- * first minus TRACKER_COUNTER_BACKSTOP: the second never does a change the first did (the flag is
- * set only while a run of the first is on the CPU, which makes every nested run of it a skip), and a
- * skip that lands in the instructions the kernel runs around the first's body (its guard is taken
- * before the body sets the flag and dropped after it clears it) is a change neither did, counted
- * so: in a 50,000 burst about 4 skips in 9 on the 6.18 host, 1 in 8 on 6.1 under TCG. On kernels
- * without the guard (5.10) a nested first runs and clears the flag, so its second does nothing.
- * Designs that also matched the changes themselves, by (socket, states) tags on a per-CPU stack,
- * covered that window, but on 6.1, 6.12 and the host they now and then both missed a change and did
- * another twice, so that the difference counted 0 for a real miss: a silent loss. A counted miss is
- * healed by a reconcile; a silent one is not, so the counted one is kept.
+ * It knows that exactly from the kernel's own guard: the first program's per-CPU `prog->active`,
+ * which the kernel raises before the first's body and drops after it, and which makes the kernel
+ * skip the first whenever it is already non-zero. The probes of one tracepoint run one after the
+ * other, so when the backstop runs for a change and the first's counter on its CPU is non-zero, a
+ * run of the first is on this CPU below us, interrupted or preempted: the first was skipped for this
+ * change. When it is zero, the first ran for it. No window, no tag to go stale. (A per-CPU flag
+ * the first set in its body, the design before, missed the skips that landed between the kernel's
+ * guard and the body: counted, but not done.)
+ *
+ * A program cannot name another's `struct bpf_prog`, nor does this kernel's BTF mark `active` as a
+ * per-CPU pointer, so user space sets it up after load (native/src/backstop_setup.c): an
+ * iter/bpf_prog pass finds the first program by id and stores its `active` (a per-CPU pointer, as
+ * a number), an iter/bpf_map pass stores the per-CPU pointer behind `cpu_base`; the backstop's CPU
+ * offset is then the address of its own `cpu_base` entry minus that pointer, and the first's
+ * counter for this CPU is one bpf_probe_read_kernel away. Kernels whose `struct bpf_prog` has no
+ * `active` (5.10) have no such guard on raw tracepoints either: the first is never skipped there,
+ * the setup finds nothing and the backstop does nothing. What both programs miss (the backstop
+ * skipped too: a change nested inside a backstop run nested inside a first run) is counted by user
+ * space as the first's recursion_misses minus TRACKER_COUNTER_BACKSTOP.
  */
 
+/* What the backstop reads of the first program; filled once by the setup iterators, then read-only. */
+struct backstop_view {
+	__u32 first_id;     /* written by user space before the iterators run */
+	__u32 cpu_base_id;  /* likewise: the id of the cpu_base map */
+	__u64 first_active; /* per-CPU pointer to the first program's `active`, as a number; 0: not set up */
+	__u64 cpu_base_ptr; /* per-CPU pointer to cpu_base's entry, as a number */
+};
+
 /*
- * first_running: per-CPU, 1 while a run of handle_set_state_btf is on that CPU.
- * Written by handle_set_state_btf only (set on entry, cleared on exit); read by the backstop.
- * One entry; never deleted.
+ * backstop_view: one entry. Written by user space (the ids) and the setup iterators below (the
+ * pointers), before the state-change programs are attached; read by the backstop. Never deleted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct backstop_view);
+} backstop_view SEC(".maps");
+
+/*
+ * cpu_base: per-CPU, the CPU's per-CPU offset (this CPU's entry address minus the entry's per-CPU
+ * pointer). Written by the backstop, on its first run on each CPU; read by it. Never deleted.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
-} first_running SEC(".maps");
+	__type(value, __u64);
+} cpu_base SEC(".maps");
+
+/* Setup, run once by user space: the first state-change program's per-CPU `active`. */
+SEC("iter/bpf_prog")
+int backstop_find_first(struct bpf_iter__bpf_prog *ctx)
+{
+	struct bpf_prog *prog = ctx->prog;
+	__u32 zero = 0;
+	struct backstop_view *view = bpf_map_lookup_elem(&backstop_view, &zero);
+
+	if (!prog || !view || BPF_CORE_READ(prog, aux, id) != view->first_id)
+		return 0;
+	if (bpf_core_field_exists(prog->active))
+		view->first_active = (__u64)BPF_CORE_READ(prog, active);
+	return 0;
+}
+
+/* Setup, run once by user space: the per-CPU pointer behind cpu_base's one entry. */
+SEC("iter/bpf_map")
+int backstop_find_cpu_base(struct bpf_iter__bpf_map *ctx)
+{
+	struct bpf_map *map = ctx->map;
+	__u32 zero = 0;
+	struct backstop_view *view = bpf_map_lookup_elem(&backstop_view, &zero);
+
+	if (!map || !view || BPF_CORE_READ(map, id) != view->cpu_base_id)
+		return 0;
+	/* A per-CPU array's `struct bpf_map` is the head of its `struct bpf_array`. */
+	view->cpu_base_ptr = (__u64)BPF_CORE_READ((struct bpf_array *)map, pptrs[0]);
+	return 0;
+}
 
 static __always_inline bool is_tcp(const struct sock *sk)
 {
@@ -377,26 +431,37 @@ static __always_inline bool is_tcp(const struct sock *sk)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_btf, const struct sock *sk, int oldstate, int newstate)
 {
-	__u32 zero = 0;
-	__u32 *running = bpf_map_lookup_elem(&first_running, &zero);
+	return is_tcp(sk) ? on_set_state(sk, oldstate, newstate, NULL) : 0;
+}
 
-	if (!running)
-		return is_tcp(sk) ? on_set_state(sk, oldstate, newstate, NULL) : 0;
-	*running = 1;
-	if (is_tcp(sk))
-		on_set_state(sk, oldstate, newstate, NULL);
-	*running = 0;
-	return 0;
+/* Whether a run of handle_set_state_btf is on this CPU now (so it was skipped for this change). */
+static __always_inline bool first_is_running(void)
+{
+	__u32 zero = 0;
+	struct backstop_view *view = bpf_map_lookup_elem(&backstop_view, &zero);
+	__u64 *base = bpf_map_lookup_elem(&cpu_base, &zero);
+
+	if (!view || !base || !view->first_active || !view->cpu_base_ptr)
+		return false;
+	if (!*base) {
+		/* The entry's address goes through the map so that the verifier takes it back as a number. */
+		*(volatile __u64 *)base = (__u64)base;
+		__u64 here = *(volatile __u64 *)base;
+
+		*base = here - view->cpu_base_ptr;
+	}
+	int active = 0;
+
+	if (bpf_probe_read_kernel(&active, sizeof(active), (const void *)(view->first_active + *base)))
+		return false;
+	return active != 0;
 }
 
 /* Attached after handle_set_state_btf: does what that one was skipped for. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_btf_backstop, const struct sock *sk, int oldstate, int newstate)
 {
-	__u32 zero = 0;
-	__u32 *running = bpf_map_lookup_elem(&first_running, &zero);
-
-	if (!is_tcp(sk) || !running || !*running)
+	if (!is_tcp(sk) || !first_is_running())
 		return 0;
 	count(TRACKER_COUNTER_BACKSTOP);
 	return on_set_state(sk, oldstate, newstate, NULL);

@@ -8,6 +8,7 @@
         "src/addon.cc",
         "src/batch_pipe.cc",
         "src/attach_plan.c",
+        "src/backstop_setup.c",
         "src/bpf_session.cc",
         "src/conntrack_netlink.cc",
         "src/conntrack_wrap.cc",

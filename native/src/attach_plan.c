@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "attach_plan.h"
+#include "backstop_setup.h"
 
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -144,6 +145,14 @@ void attach_plan_init(struct attach_plan *plan, const char *tracefs_events, bool
 		choose_from(choice, def, from, vmlinux, tracefs_events, prefix);
 	}
 	btf__free(vmlinux);
+	plan->backstop_iterators = backstop_iterators_available();
+	if (!plan->backstop_iterators)
+		snprintf(plan->backstop_off, sizeof(plan->backstop_off), "the kernel has no iter/bpf_prog or iter/bpf_map (5.9+)");
+}
+
+static bool is_backstop_iterator(const char *section)
+{
+	return strcmp(section, BACKSTOP_FIND_FIRST_SECTION) == 0 || strcmp(section, BACKSTOP_FIND_CPU_BASE_SECTION) == 0;
 }
 
 int attach_plan_apply(const struct attach_plan *plan, struct bpf_object *obj, char *err, size_t err_len)
@@ -168,8 +177,15 @@ int attach_plan_apply(const struct attach_plan *plan, struct bpf_object *obj, ch
 			return -1;
 		}
 	}
-	bpf_object__for_each_program(prog, obj)
-		bpf_program__set_autoload(prog, attach_plan_find(plan, bpf_program__section_name(prog)) != NULL);
+	/* kHooks[0]: the state change, the hook the backstop serves. */
+	const struct attach_choice *state = plan->n_hooks > 0 ? &plan->hooks[0] : NULL;
+	bool iterators = plan->backstop_iterators && state && state->type && strcmp(state->type, "tp_btf") == 0;
+
+	bpf_object__for_each_program(prog, obj) {
+		const char *section = bpf_program__section_name(prog);
+
+		bpf_program__set_autoload(prog, is_backstop_iterator(section) ? iterators : attach_plan_find(plan, section) != NULL);
+	}
 	return 0;
 }
 
@@ -178,6 +194,13 @@ bool attach_plan_fall_back(struct attach_plan *plan, const char *tracefs_events,
 {
 	struct btf *vmlinux = NULL;
 	bool moved = false;
+
+	/* A load the setup iterators may have failed: try without them before giving up tp_btf. */
+	if (!failed_section && plan->backstop_iterators) {
+		plan->backstop_iterators = false;
+		snprintf(plan->backstop_off, sizeof(plan->backstop_off), "its setup iterators were refused: %.250s", why);
+		return true;
+	}
 
 	for (int i = 0; i < plan->n_hooks; i++) {
 		struct attach_choice *choice = &plan->hooks[i];

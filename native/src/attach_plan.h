@@ -34,6 +34,10 @@ struct attach_choice {
 struct attach_plan {
 	int n_hooks;
 	struct attach_choice hooks[ATTACH_PLAN_MAX_HOOKS];
+	/* Load the backstop's setup iterators (backstop_setup.h) with a tp_btf state change. */
+	bool backstop_iterators;
+	/* Why they are not loaded, when they are not ("" otherwise). */
+	char backstop_off[ATTACH_PLAN_REASON_LEN];
 };
 
 /*
@@ -50,9 +54,10 @@ void attach_plan_init(struct attach_plan *plan, const char *tracefs_events, bool
 int attach_plan_apply(const struct attach_plan *plan, struct bpf_object *obj, char *err, size_t err_len);
 
 /*
- * After a failed load (failed_section NULL: every hook that has a fallback falls back) or a failed
- * attach of `failed_section`: moves those hooks to their next candidate, recording `why`. Returns
- * false when no hook had one left (the failure is final).
+ * After a failed load (failed_section NULL: the backstop's setup iterators are dropped first, then
+ * every hook that has a fallback falls back) or a failed attach of `failed_section`: moves those
+ * hooks to their next candidate, recording `why`. Returns false when nothing was left to drop or
+ * move (the failure is final).
  */
 bool attach_plan_fall_back(struct attach_plan *plan, const char *tracefs_events, const char *failed_section,
 			   const char *why);

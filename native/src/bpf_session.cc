@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "attach_plan.h"
+#include "backstop_setup.h"
 #include "heap_trim.h"
 #include "libbpf_log.h"
 #include "../../bpf/tracker.h"  // enum tracker_counter
@@ -178,7 +179,14 @@ std::unique_ptr<BpfSession> BpfSession::Open(const BpfOptions& options) {
   }
   for (int i = 0; i < plan.n_hooks; i++) {
     const attach_choice& c = plan.hooks[i];
-    session->attachments_.push_back({c.hook, c.type ? c.type : "", c.section ? c.section : "", c.reason});
+    std::string reason = c.reason;
+    if (c.section && std::strcmp(c.section, "tp_btf/inet_sock_set_state") == 0) {
+      reason += session->backstop_ready_
+                    ? "; a backstop reads the first program's per-CPU guard and does every change it was skipped for"
+                    : "; backstop off (its skips are counted as missed): " +
+                          (plan.backstop_off[0] ? std::string(plan.backstop_off) : session->backstop_off_);
+    }
+    session->attachments_.push_back({c.hook, c.type ? c.type : "", c.section ? c.section : "", reason});
   }
   return session;
 }
@@ -210,10 +218,19 @@ void BpfSession::LoadAndAttach(const BpfOptions& options) {
     throw AttemptError{kErrLoad, "", "load: " + ErrnoText(err), WithLog("load BPF object " + path + ": " + ErrnoText(err))};
   }
 
+  // Before anything is attached: the backstop reads the first program's guard from its first run.
+  bpf_program* first = bpf_object__find_program_by_name(obj, kFirstStateProgram);
+  if (first && bpf_program__autoload(first)) {
+    char why[ATTACH_PLAN_REASON_LEN] = "";
+    backstop_ready_ = backstop_setup(obj, why, sizeof(why));
+    backstop_off_ = why;
+  }
+
   bpf_program* prog;
   bpf_object__for_each_program(prog, obj) {
     if (!bpf_program__autoload(prog)) continue;
     const char* section = bpf_program__section_name(prog);
+    if (std::strncmp(section, "iter/", 5) == 0) continue;  // the backstop's setup, run above
     bpf_link* link = bpf_program__attach(prog);
     if (!link) {
       int aerr = errno ? errno : EINVAL;

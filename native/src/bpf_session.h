@@ -89,6 +89,9 @@ class BpfSession {
   std::vector<std::string> attached_prog_names_;
   std::vector<std::string> attached_names_;
   std::vector<Attachment> attachments_;
+  // Whether the tp_btf backstop reads the first program's guard (backstop_setup.h), and why not.
+  bool backstop_ready_ = false;
+  std::string backstop_off_;
   int events_fd_ = -1;
   int counters_fd_ = -1;
   int ncpus_ = 0;

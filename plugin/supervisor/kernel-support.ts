@@ -87,11 +87,27 @@ export const attachTable: readonly AttachRule[] = [
   },
 ];
 
-/** The program type the table expects on `facts`'s kernel for each hook (null: the hook cannot be attached). */
-export function expectedAttachments(facts: KernelFacts): Array<{ hook: string; type: AttachRule["type"] | null }> {
+/**
+ * The tp_btf state change's backstop (bpf/tracker.bpf.c) reads the first program's per-CPU guard,
+ * `struct bpf_prog`'s `active`, from 5.12; before that the kernel has no such guard on raw
+ * tracepoints (the first is never skipped) and the backstop is off, saying so in the hook's reason.
+ */
+export const BACKSTOP_GUARD_SINCE: readonly [number, number] = [5, 12];
+
+function atLeastOn(facts: KernelFacts): (since: readonly [number, number]) => boolean {
   const parts = RELEASE.exec(facts.release);
   const version: [number, number] = parts === null ? [0, 0] : [Number(parts[1]), Number(parts[2])];
-  const atLeast = (since: readonly [number, number]) => version[0] > since[0] || (version[0] === since[0] && version[1] >= since[1]);
+  return (since) => version[0] > since[0] || (version[0] === since[0] && version[1] >= since[1]);
+}
+
+/** Whether the backstop should read the first program's guard on `facts`'s kernel (with tp_btf). */
+export function expectedBackstopReadsGuard(facts: KernelFacts): boolean {
+  return atLeastOn(facts)(BACKSTOP_GUARD_SINCE);
+}
+
+/** The program type the table expects on `facts`'s kernel for each hook (null: the hook cannot be attached). */
+export function expectedAttachments(facts: KernelFacts): Array<{ hook: string; type: AttachRule["type"] | null }> {
+  const atLeast = atLeastOn(facts);
   const hooks = [...new Set(attachTable.map((rule) => rule.hook))];
   return hooks.map((hook) => {
     const rule = attachTable.find((r) => r.hook === hook && atLeast(r.since) && (!r.needsBtf || facts.btfPresent));

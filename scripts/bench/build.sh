@@ -16,7 +16,7 @@ command -v "$CC" >/dev/null 2>&1 || die "C compiler '$CC' not found"
 mkdir -p "$OUT"
 CFLAGS=(-O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -std=gnu11)
 
-"$CC" "${CFLAGS[@]}" -o "$OUT/floor-consumer" "$SRC/floor-consumer.c" "$ROOT/native/src/attach_plan.c" -lbpf -lelf -lz \
+"$CC" "${CFLAGS[@]}" -o "$OUT/floor-consumer" "$SRC/floor-consumer.c" "$ROOT/native/src/attach_plan.c" "$ROOT/native/src/backstop_setup.c" -lbpf -lelf -lz \
 	|| die "floor-consumer failed to build"
 "$CC" "${CFLAGS[@]}" -pthread -o "$OUT/churn" "$SRC/churn.c" \
 	|| die "churn failed to build"

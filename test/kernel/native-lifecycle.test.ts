@@ -4,7 +4,7 @@
 // Build first: bash scripts/build-bpf.sh && bash scripts/build-native.sh
 import t from "tap";
 import type { NativeTracker, NativeTrackerOptions } from "../../plugin/ebpf/native-addon.ts";
-import { expectedAttachments, readKernelFacts } from "../../plugin/supervisor/kernel-support.ts";
+import { expectedAttachments, expectedBackstopReadsGuard, readKernelFacts } from "../../plugin/supervisor/kernel-support.ts";
 import { timeScale } from "../helpers/wait.ts";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -184,6 +184,10 @@ for (const tracepointsOnly of [false, true]) t.test(`loopback connect${tracepoin
   if (!tracepointsOnly && expected[0].type === "tp_btf") t.ok(names.includes("handle_set_state_btf") && names.some((n) => n.startsWith("handle_set_state_btf_")), "the tp_btf state program and its backstop are loaded");
   t.ok(attachments.every((a) => a.reason.length > 0), "every hook says why");
   if (tracepointsOnly) t.match(attachments[0].reason, /tp_btf not tried/);
+  if (!tracepointsOnly && expected[0].type === "tp_btf") {
+    t.match(attachments[0].reason, expectedBackstopReadsGuard(kernelFacts) ? /a backstop reads the first program's per-CPU guard/ : /backstop off \(its skips are counted as missed\): ./,
+      "the state hook says whether its backstop reads the first program's guard, as the gate's table expects");
+  }
 
   const server = net.createServer((s) => {
     s.resume();
