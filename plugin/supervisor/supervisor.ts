@@ -394,8 +394,10 @@ export class Supervisor {
     const closed = new Set<string>();
     const opened = new Set<string>();
     this.#closeSinks.add(closed);
+    // Only events open what a scan may have missed; the reconcile's own opens (scan connections)
+    // are in its scan, and keying them again would double its work at a large seed.
     const unsubscribe = this.#table.subscribe((change) => {
-      if (change.type === "open") opened.add(connectionKey(change.connection));
+      if (change.type === "open" && change.connection.source === "ebpf") opened.add(connectionKey(change.connection));
     });
     const signal = this.#stopSignal.signal;
     try {
