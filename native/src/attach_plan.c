@@ -150,10 +150,6 @@ void attach_plan_init(struct attach_plan *plan, const char *tracefs_events, bool
 		snprintf(plan->backstop_off, sizeof(plan->backstop_off), "the kernel has no iter/bpf_prog or iter/bpf_map (5.9+)");
 }
 
-static bool is_backstop_iterator(const char *section)
-{
-	return strcmp(section, BACKSTOP_FIND_FIRST_SECTION) == 0 || strcmp(section, BACKSTOP_FIND_CPU_BASE_SECTION) == 0;
-}
 
 int attach_plan_apply(const struct attach_plan *plan, struct bpf_object *obj, char *err, size_t err_len)
 {
@@ -184,7 +180,7 @@ int attach_plan_apply(const struct attach_plan *plan, struct bpf_object *obj, ch
 	bpf_object__for_each_program(prog, obj) {
 		const char *section = bpf_program__section_name(prog);
 
-		bpf_program__set_autoload(prog, is_backstop_iterator(section) ? iterators : attach_plan_find(plan, section) != NULL);
+		bpf_program__set_autoload(prog, backstop_is_setup_section(section) ? iterators : attach_plan_find(plan, section) != NULL);
 	}
 	return 0;
 }

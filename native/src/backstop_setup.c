@@ -18,6 +18,11 @@ struct backstop_view {
 	uint64_t cpu_base_ptr;
 };
 
+bool backstop_is_setup_section(const char *section)
+{
+	return strcmp(section, BACKSTOP_FIND_FIRST_SECTION) == 0 || strcmp(section, BACKSTOP_FIND_CPU_BASE_SECTION) == 0;
+}
+
 bool backstop_iterators_available(void)
 {
 	struct btf *vmlinux = btf__load_vmlinux_btf();
@@ -91,6 +96,10 @@ bool backstop_setup(struct bpf_object *obj, char *why, size_t why_len)
 	uint32_t zero = 0;
 	int err;
 
+	if (first && !bpf_program__autoload(first)) {
+		snprintf(why, why_len, "the tp_btf state program is not loaded");
+		return false;
+	}
 	if (!find_first || !find_base || !first || !view_map || !base_map) {
 		snprintf(why, why_len, "the object has no backstop setup (built from another bpf/tracker.bpf.c?)");
 		return false;

@@ -219,18 +219,15 @@ void BpfSession::LoadAndAttach(const BpfOptions& options) {
   }
 
   // Before anything is attached: the backstop reads the first program's guard from its first run.
-  bpf_program* first = bpf_object__find_program_by_name(obj, kFirstStateProgram);
-  if (first && bpf_program__autoload(first)) {
-    char why[ATTACH_PLAN_REASON_LEN] = "";
-    backstop_ready_ = backstop_setup(obj, why, sizeof(why));
-    backstop_off_ = why;
-  }
+  char why[ATTACH_PLAN_REASON_LEN] = "";
+  backstop_ready_ = backstop_setup(obj, why, sizeof(why));
+  backstop_off_ = why;
 
   bpf_program* prog;
   bpf_object__for_each_program(prog, obj) {
     if (!bpf_program__autoload(prog)) continue;
     const char* section = bpf_program__section_name(prog);
-    if (std::strncmp(section, "iter/", 5) == 0) continue;  // the backstop's setup, run above
+    if (backstop_is_setup_section(section)) continue;  // run by backstop_setup above
     bpf_link* link = bpf_program__attach(prog);
     if (!link) {
       int aerr = errno ? errno : EINVAL;

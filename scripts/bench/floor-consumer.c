@@ -156,12 +156,11 @@ int main(int argc, char **argv)
 		} else {
 			/* The same kernel side as the plugin's: its backstop set up before anything is attached. */
 			char backstop_why[ATTACH_PLAN_REASON_LEN] = "";
-			struct bpf_program *first = bpf_object__find_program_by_name(obj, "handle_set_state_btf");
 
-			if (first && bpf_program__autoload(first) && !backstop_setup(obj, backstop_why, sizeof(backstop_why)))
+			if (!backstop_setup(obj, backstop_why, sizeof(backstop_why)))
 				fprintf(stderr, "floor-consumer: backstop off: %s\n", backstop_why);
 			bpf_object__for_each_program(prog, obj) {
-				if (!bpf_program__autoload(prog) || strncmp(bpf_program__section_name(prog), "iter/", 5) == 0)
+				if (!bpf_program__autoload(prog) || backstop_is_setup_section(bpf_program__section_name(prog)))
 					continue;
 				struct bpf_link *l = bpf_program__attach(prog);
 				if (!l) {
