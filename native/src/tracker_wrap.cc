@@ -186,8 +186,8 @@ void Tracker::Produce(BatchProducer& out) {
         return;
       }
       final = out.stopping();
-      // Woken by the first record of a burst: give the rest of it one interval to arrive.
-      if (!wakeup_ && !final) final = out.WaitUntil(std::chrono::steady_clock::now() + interval_);
+      // Woken by the first record of a burst (not the bound): give the rest of it one interval to arrive.
+      if (!wakeup_ && !final && n > 0) final = out.WaitUntil(std::chrono::steady_clock::now() + interval_);
       next = std::chrono::steady_clock::now() + interval_;
     }
 
