@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // JS class `SocketSnapshot`: owns a SnapshotSession (the loaded, attached iterator) and, per
-// read(), one BatchPipe whose producer thread reads the iterator to EOF, folds shared sockets and
-// hands the records to JS as one buffer, then ends the stream.
+// read(), one BatchPipe whose producer thread reads the iterator to EOF, folds shared sockets as
+// the records come and hands them to JS in batches while the walk goes on, then ends the stream.
 //
 //   new SocketSnapshot({ objectPath, probeReads? })   loads and attaches; throws Error{code} (see snapshot_session.h)
 //   read(onBatch, onError, onEnd)             one snapshot, off the JS thread; one at a time
