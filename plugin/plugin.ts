@@ -67,6 +67,7 @@ export async function startTrackerStack(config: StackConfig, log: Logger, signal
     ebpfLive: () => supervisor?.trackerAttached ?? false,
     procRoot: config.procRoot,
     objectPath: config.snapshotObjectPath,
+    table,
     log: log.child({ component: "scan" }),
   });
   // Conntrack first, so that the seeding scan already finds the flows' directions.

@@ -283,6 +283,11 @@ export interface TrackerCounters {
    * run) that the second did instead: nothing missed; it shows how often that nesting happens.
    */
   backstopped: number;
+  /**
+   * Of the reconciles, those the kernel's snapshot confirmed whole: the digest of its open sockets
+   * (tuple, namespace, pid, name) equalled the table's, so nothing was compared one by one.
+   */
+  reconcilesConfirmed: number;
 }
 
 export interface TrackerStatus {
@@ -1205,6 +1210,7 @@ function createBaseTrackerCounters(): TrackerCounters {
     internalErrors: 0,
     reconciles: 0,
     backstopped: 0,
+    reconcilesConfirmed: 0,
   };
 }
 
@@ -1278,6 +1284,9 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     }
     if (message.backstopped !== 0) {
       writer.uint32(312).uint64(message.backstopped);
+    }
+    if (message.reconcilesConfirmed !== 0) {
+      writer.uint32(320).uint64(message.reconcilesConfirmed);
     }
     return writer;
   },
@@ -1479,6 +1488,14 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
             message.backstopped = longToNumber(reader.uint64());
             continue;
           }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.reconcilesConfirmed = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1576,6 +1593,11 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
         : 0,
       reconciles: isSet(object.reconciles) ? globalThis.Number(object.reconciles) : 0,
       backstopped: isSet(object.backstopped) ? globalThis.Number(object.backstopped) : 0,
+      reconcilesConfirmed: isSet(object.reconcilesConfirmed)
+        ? globalThis.Number(object.reconcilesConfirmed)
+        : isSet(object.reconciles_confirmed)
+        ? globalThis.Number(object.reconciles_confirmed)
+        : 0,
     };
   },
 
@@ -1650,6 +1672,9 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     if (message.backstopped !== 0) {
       obj.backstopped = Math.round(message.backstopped);
     }
+    if (message.reconcilesConfirmed !== 0) {
+      obj.reconcilesConfirmed = Math.round(message.reconcilesConfirmed);
+    }
     return obj;
   },
 
@@ -1681,6 +1706,7 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     message.internalErrors = object.internalErrors ?? 0;
     message.reconciles = object.reconciles ?? 0;
     message.backstopped = object.backstopped ?? 0;
+    message.reconcilesConfirmed = object.reconcilesConfirmed ?? 0;
     return message;
   },
 };

@@ -33,6 +33,11 @@ export interface TrackerCounters {
   scanFailures: number;
   /** Reconciles run (periodic, healing a loss or skipped runs, or asked for): each a /proc comparison. */
   reconciles: number;
+  /**
+   * Of those, reconciles the kernel's snapshot confirmed whole: its digest (tuple, namespace, pid,
+   * name of every open socket) equalled the table's, so nothing was compared one by one.
+   */
+  reconcilesConfirmed: number;
   /** Connections a reconcile did not close because their namespace's table failed to read. */
   reconcileKept: number;
   /** Failures inside the plugin's own supervision (a counters poll or a death handler that threw): logged, counted. */
@@ -71,6 +76,6 @@ export function emptyCounters(): TrackerCounters {
     reconcileAdded: 0, reconcileRemoved: 0, connectionsTracked: 0,
     failedConnects: 0, closesOfUnknown: 0, evictions: 0, skipped: 0, backstopped: 0, malformedRecords: 0,
     badSizeRecords: 0, acceptNoSock: 0, connectNoPid: 0, lateEvents: 0,
-    scanErrors: 0, scanFailures: 0, reconciles: 0, reconcileKept: 0, internalErrors: 0,
+    scanErrors: 0, scanFailures: 0, reconciles: 0, reconcilesConfirmed: 0, reconcileKept: 0, internalErrors: 0,
   };
 }

@@ -7,6 +7,7 @@
 import { readlinkSync } from "node:fs";
 import { describeError, errorCode, PluginError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { ConnectionTable } from "../table/connection-table.ts";
 import type { ScanOutcome } from "../supervisor/supervisor.ts";
 import { scanSockets } from "./snapshot-scan.ts";
 import { SocketSnapshot } from "./socket-snapshot.ts";
@@ -19,6 +20,11 @@ export interface ScanSourceOptions {
   ebpfLive: () => boolean;
   procRoot: string;
   objectPath?: string;
+  /**
+   * The table the scans reconcile: a snapshot is first compared with it, and when the kernel
+   * holds exactly its connections the scan says so instead of building them.
+   */
+  table?: Pick<ConnectionTable, "size" | "changes" | "values">;
   /** Tests only: how the iterator is opened. */
   open?: (objectPath?: string) => Pick<SocketSnapshot, "read" | "close">;
   log: Logger;
@@ -45,12 +51,12 @@ export class ScanSource {
     const snapshot = this.#options.ebpfLive() ? this.#open() : undefined;
     if (snapshot !== undefined) {
       try {
-        const scanned = await scanSockets(snapshot, { signal });
+        const scanned = await scanSockets(snapshot, { signal, confirm: this.#options.table });
         this.iteratorScans++;
         this.#lastReadFailure = undefined;
         if (scanned.malformed > 0) this.#options.log.warn("BPF socket snapshot had malformed records (skipped)", { malformed: scanned.malformed });
         // One pass over every task: no namespace can be half read, so every one is vouched for.
-        return { connections: scanned.connections, errors: scanned.malformed };
+        return { connections: scanned.connections, errors: scanned.malformed, confirmed: scanned.confirmed };
       } catch (error) {
         if (signal?.aborted) throw error;
         this.iteratorReadFailures++;

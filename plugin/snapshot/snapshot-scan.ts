@@ -8,12 +8,14 @@
  */
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { Connection } from "../model/connection.ts";
+import { ConnectionDigest } from "../model/connection-digest.ts";
 import { OPEN_TCP_STATES, TcpState } from "../procfs/tcp-table.ts";
+import type { ConnectionTable } from "../table/connection-table.ts";
 import { addressText, commText, Field, SOCKET_RECORD_SIZE, SOCKET_RECORD_TYPE, SocketField } from "./socket-records.ts";
 import type { SocketSnapshot } from "./socket-snapshot.ts";
 
 export interface SnapshotScan {
-  /** Open sockets (OPEN_TCP_STATES, as the /proc scan takes them), one per local socket, in every namespace. */
+  /** Open sockets (OPEN_TCP_STATES, as the /proc scan takes them), one per local socket, in every namespace. Empty when confirmed. */
   connections: Connection[];
   /** Listening TCP ports (IPv4 and IPv6) per network namespace inode. */
   listening: Map<number, Set<number>>;
@@ -23,7 +25,12 @@ export interface SnapshotScan {
   sockets: number;
   /** Records of an unknown type or family, or a trailing partial one: counted, never thrown. */
   malformed: number;
-  /** Time in the kernel walk and its read (off the event loop), then in decoding (on it). */
+  /**
+   * The `confirm` table holds exactly the snapshot's open sockets (tuple, namespace, pid, name)
+   * and did not change while compared: no connection was built.
+   */
+  confirmed: boolean;
+  /** Until the kernel's walk ended (off the event loop, decoding alongside), then the rest (on it). */
   readMs: number;
   decodeMs: number;
   durationMs: number;
@@ -33,82 +40,223 @@ export interface SnapshotScanOptions {
   sliceMs?: number;
   /** Abandons the decoding at its next slice (rejects with the signal's reason). */
   signal?: AbortSignal;
+  /**
+   * A table to compare with before building connections (a reconcile's): the snapshot is digested
+   * as it comes and connections are built only once it cannot match, or did not.
+   */
+  confirm?: Pick<ConnectionTable, "size" | "changes" | "values">;
 }
 
 const DEFAULT_SLICE_MS = 8;
 /** By TCP state: taken as a connection. The /proc scan's own set: both sources agree on what is open. */
 const OPEN = new Uint8Array(256);
 for (const state of OPEN_TCP_STATES) OPEN[state] = 1;
-/** Records between two clock reads. */
+/** Records (or table entries) between two clock reads. */
 const CHECK_EVERY = 512;
 
+/**
+ * One snapshot, decoded while the kernel's walk goes on: the addon hands batches over as it reads
+ * them, and each is turned into connections in slices of at most `sliceMs` on the event loop.
+ */
 export async function scanSockets(snapshot: Pick<SocketSnapshot, "read">, options: SnapshotScanOptions = {}): Promise<SnapshotScan> {
   const started = performance.now();
-  const sliceMs = options.sliceMs ?? DEFAULT_SLICE_MS;
   const signal = options.signal;
   signal?.throwIfAborted();
-  const records = await snapshot.read();
-  const read = performance.now();
-  const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
-  const count = Math.floor(records.byteLength / SOCKET_RECORD_SIZE);
-  const result: SnapshotScan = {
-    connections: [], listening: new Map(), namespaces: 0, sockets: 0,
-    malformed: records.byteLength % SOCKET_RECORD_SIZE === 0 ? 0 : 1, readMs: read - started, decodeMs: 0, durationMs: 0,
-  };
-  let sliceStart = performance.now();
-  const breathe = async () => {
-    if (performance.now() - sliceStart < sliceMs) return;
-    await nextTurn();
-    signal?.throwIfAborted();
-    sliceStart = performance.now();
-  };
+  const scan = new ScanState(options.sliceMs ?? DEFAULT_SLICE_MS, signal);
+  const table = options.confirm;
+  let comparing = table !== undefined && table.size > 0 ? { changes: table.changes, digest: new ConnectionDigest(), kept: [] as Uint8Array[] } : undefined;
 
-  // Listening ports first: a server's listening socket may come after its accepted ones.
-  const namespaces = new Set<number>();
-  for (let i = 0; i < count; i++) {
-    if (i % CHECK_EVERY === CHECK_EVERY - 1) await breathe();
-    const o = i * SOCKET_RECORD_SIZE;
-    const family = records[o + Field.family];
-    if (records[o + Field.type] !== SOCKET_RECORD_TYPE || (family !== 4 && family !== 6)) {
-      result.malformed++;
+  const arrived: Uint8Array[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  let failure: { error: unknown } | undefined;
+  const reading = snapshot.read((batch) => {
+    arrived.push(batch);
+    wake?.();
+  }).then(() => {
+    ended = true;
+    wake?.();
+  }, (error: unknown) => {
+    failure = { error };
+    ended = true;
+    wake?.();
+  });
+  let next = 0;
+  for (;;) {
+    if (next === arrived.length) {
+      if (ended) break;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+      signal?.throwIfAborted();
+      scan.sliceStart = performance.now();
       continue;
     }
-    result.sockets++;
-    const netns = view.getUint32(o + Field.netns, true);
-    namespaces.add(netns);
-    if (records[o + SocketField.state] !== TcpState.listen) continue;
-    let ports = result.listening.get(netns);
-    if (ports === undefined) result.listening.set(netns, (ports = new Set()));
-    ports.add(view.getUint16(o + Field.localPort, true));
+    const batch = arrived[next];
+    arrived[next++] = EMPTY;
+    await scan.census(batch);
+    if (comparing === undefined) {
+      await scan.decode(batch);
+      continue;
+    }
+    comparing.kept.push(batch);
+    await scan.digest(batch, comparing.digest);
+    if (comparing.digest.count > table!.size || table!.changes !== comparing.changes) {
+      // It cannot match any more: connections after all, from what came so far.
+      for (const kept of comparing.kept) await scan.decode(kept);
+      comparing = undefined;
+    }
   }
-  result.namespaces = namespaces.size;
-
-  const connections = result.connections;
-  for (let i = 0; i < count; i++) {
-    if (i % CHECK_EVERY === CHECK_EVERY - 1) await breathe();
-    const o = i * SOCKET_RECORD_SIZE;
-    if (OPEN[records[o + SocketField.state]] === 0 || records[o + Field.type] !== SOCKET_RECORD_TYPE) continue;
-    const family = records[o + Field.family];
-    if (family !== 4 && family !== 6) continue;
-    const netns = view.getUint32(o + Field.netns, true);
-    const localPort = view.getUint16(o + Field.localPort, true);
-    const pid = view.getUint32(o + Field.pid, true);
-    connections.push({
-      localAddress: addressText(records, view, o, Field.localAddress),
-      localPort,
-      remoteAddress: addressText(records, view, o, Field.remoteAddress),
-      remotePort: view.getUint16(o + Field.remotePort, true),
-      netns,
-      pid,
-      comm: commText(records, view, o),
-      direction: result.listening.get(netns)?.has(localPort) ? "incoming" : "unknown",
-      closed: false,
-      // A scan's connection, not an event: the table must not take its direction over an event's.
-      source: "procfs",
-    });
+  await reading;
+  if (failure !== undefined) throw failure.error;
+  const read = performance.now();
+  if (comparing !== undefined) {
+    const ofTable = await scan.digestTable(table!, comparing.changes);
+    if (ofTable !== undefined && ofTable.equals(comparing.digest)) scan.result.confirmed = true;
+    else for (const kept of comparing.kept) await scan.decode(kept);
   }
+  await scan.directLateListeners();
+  const result = scan.result;
   const end = performance.now();
+  result.readMs = read - started;
   result.decodeMs = end - read;
   result.durationMs = end - started;
   return result;
+}
+
+const EMPTY = new Uint8Array(0);
+
+class ScanState {
+  readonly result: SnapshotScan = {
+    connections: [], listening: new Map(), namespaces: 0, sockets: 0, malformed: 0, confirmed: false, readMs: 0, decodeMs: 0, durationMs: 0,
+  };
+  sliceStart = performance.now();
+  readonly #sliceMs: number;
+  readonly #signal: AbortSignal | undefined;
+  readonly #namespaces = new Set<number>();
+  /** Listening ports first seen after connections were built: those may be theirs (a listener's fd can come later). */
+  readonly #late = new Map<number, Set<number>>();
+
+  constructor(sliceMs: number, signal: AbortSignal | undefined) {
+    this.#sliceMs = sliceMs;
+    this.#signal = signal;
+  }
+
+  async breathe(): Promise<void> {
+    if (performance.now() - this.sliceStart < this.#sliceMs) return;
+    await nextTurn();
+    this.#signal?.throwIfAborted();
+    this.sliceStart = performance.now();
+  }
+
+  /** Counts and the listening ports, for every record as it arrives. */
+  async census(records: Uint8Array): Promise<void> {
+    const result = this.result;
+    const view = viewOf(records);
+    const count = Math.floor(records.byteLength / SOCKET_RECORD_SIZE);
+    if (records.byteLength % SOCKET_RECORD_SIZE !== 0) result.malformed++;
+    for (let i = 0; i < count; i++) {
+      if (i % CHECK_EVERY === CHECK_EVERY - 1) await this.breathe();
+      const o = i * SOCKET_RECORD_SIZE;
+      const family = records[o + Field.family];
+      if (records[o + Field.type] !== SOCKET_RECORD_TYPE || (family !== 4 && family !== 6)) {
+        result.malformed++;
+        continue;
+      }
+      result.sockets++;
+      const netns = view.getUint32(o + Field.netns, true);
+      if (!this.#namespaces.has(netns)) {
+        this.#namespaces.add(netns);
+        result.namespaces++;
+      }
+      if (records[o + SocketField.state] !== TcpState.listen) continue;
+      const port = view.getUint16(o + Field.localPort, true);
+      let ports = result.listening.get(netns);
+      if (ports === undefined) result.listening.set(netns, (ports = new Set()));
+      if (ports.has(port)) continue;
+      ports.add(port);
+      if (result.connections.length === 0) continue;
+      let late = this.#late.get(netns);
+      if (late === undefined) this.#late.set(netns, (late = new Set()));
+      late.add(port);
+    }
+  }
+
+  /** Open sockets into connections, with the /proc scan's direction rule by the ports listening so far. */
+  async decode(records: Uint8Array): Promise<void> {
+    const view = viewOf(records);
+    const count = Math.floor(records.byteLength / SOCKET_RECORD_SIZE);
+    const connections = this.result.connections;
+    const listening = this.result.listening;
+    for (let i = 0; i < count; i++) {
+      if (i % CHECK_EVERY === CHECK_EVERY - 1) await this.breathe();
+      const o = i * SOCKET_RECORD_SIZE;
+      if (OPEN[records[o + SocketField.state]] === 0 || records[o + Field.type] !== SOCKET_RECORD_TYPE) continue;
+      const family = records[o + Field.family];
+      if (family !== 4 && family !== 6) continue;
+      const netns = view.getUint32(o + Field.netns, true);
+      const localPort = view.getUint16(o + Field.localPort, true);
+      connections.push({
+        localAddress: addressText(records, view, o, Field.localAddress),
+        localPort,
+        remoteAddress: addressText(records, view, o, Field.remoteAddress),
+        remotePort: view.getUint16(o + Field.remotePort, true),
+        netns,
+        pid: view.getUint32(o + Field.pid, true),
+        comm: commText(records, view, o),
+        direction: listening.get(netns)?.has(localPort) ? "incoming" : "unknown",
+        closed: false,
+        // A scan's connection, not an event: the table must not take its direction over an event's.
+        source: "procfs",
+      });
+    }
+  }
+
+  /** The open sockets that decode would build, into a digest instead. */
+  async digest(records: Uint8Array, digest: ConnectionDigest): Promise<void> {
+    const view = viewOf(records);
+    const count = Math.floor(records.byteLength / SOCKET_RECORD_SIZE);
+    for (let i = 0; i < count; i++) {
+      if (i % CHECK_EVERY === CHECK_EVERY - 1) await this.breathe();
+      const o = i * SOCKET_RECORD_SIZE;
+      if (OPEN[records[o + SocketField.state]] === 0 || records[o + Field.type] !== SOCKET_RECORD_TYPE) continue;
+      const family = records[o + Field.family];
+      if (family !== 4 && family !== 6) continue;
+      digest.add(
+        view.getUint32(o + Field.netns, true),
+        addressText(records, view, o, Field.localAddress),
+        view.getUint16(o + Field.localPort, true),
+        addressText(records, view, o, Field.remoteAddress),
+        view.getUint16(o + Field.remotePort, true),
+        view.getUint32(o + Field.pid, true),
+        commText(records, view, o),
+      );
+    }
+  }
+
+  /** The table's digest, or undefined when the table changed meanwhile (then nothing can be told from it). */
+  async digestTable(table: Pick<ConnectionTable, "changes" | "values">, changes: number): Promise<ConnectionDigest | undefined> {
+    const digest = new ConnectionDigest();
+    let n = 0;
+    for (const c of table.values()) {
+      if (++n % CHECK_EVERY === 0) {
+        await this.breathe();
+        if (table.changes !== changes) return undefined;
+      }
+      digest.addConnection(c);
+    }
+    return table.changes === changes ? digest : undefined;
+  }
+
+  async directLateListeners(): Promise<void> {
+    if (this.#late.size === 0) return;
+    let n = 0;
+    for (const c of this.result.connections) {
+      if (++n % CHECK_EVERY === 0) await this.breathe();
+      if (c.direction === "unknown" && this.#late.get(c.netns)?.has(c.localPort)) c.direction = "incoming";
+    }
+  }
+}
+
+function viewOf(records: Uint8Array): DataView {
+  return new DataView(records.buffer, records.byteOffset, records.byteLength);
 }

@@ -1,7 +1,7 @@
 /**
  * The kernel's own view of every TCP socket a process holds, from the BPF iterator in
- * bpf/snapshot.bpf.c, read off the JS thread by the addon (native/src/snapshot_wrap.cc): one
- * buffer of `struct tracker_socket` records per read, one record per socket.
+ * bpf/snapshot.bpf.c, read off the JS thread by the addon (native/src/snapshot_wrap.cc): batches
+ * of `struct tracker_socket` records while the kernel walks, one record per socket.
  */
 import { PluginError } from "../errors.ts";
 import { artifactsDir, loadNativeAddon } from "../ebpf/native-addon.ts";
@@ -20,7 +20,8 @@ type SnapshotAddon = { SocketSnapshot?: new (options: { objectPath: string; prob
 
 export class SocketSnapshot {
   readonly #native: NativeSocketSnapshot;
-  #reading: Promise<Uint8Array> | undefined;
+  /** The read in flight: the native side runs one at a time, and an abandoned scan's read runs on. */
+  #previous: Promise<void> = Promise.resolve();
 
   /**
    * Loads and attaches the iterator program. Throws the addon's coded errors: ERR_BPF_ITER_UNSUPPORTED
@@ -36,41 +37,19 @@ export class SocketSnapshot {
     this.#native = new addon.SocketSnapshot({ objectPath, probeReads: options.probeReads ?? false });
   }
 
-  /** Every record of one pass, folded to one per socket (the lowest pid holding it). One read at a time. */
-  read(): Promise<Uint8Array> {
-    this.#reading ??= new Promise<Uint8Array>((resolve, reject) => {
-      const batches: Uint8Array[] = [];
-      const done = () => {
-        this.#reading = undefined;
-      };
-      this.#native.read(
-        (batch) => batches.push(batch),
-        (error) => {
-          done();
-          reject(error);
-        },
-        () => {
-          done();
-          resolve(batches.length === 1 ? batches[0] : concat(batches));
-        },
-      );
-    });
-    return this.#reading;
+  /**
+   * One pass over the host's sockets: `onBatch` gets the records (folded, one per socket: the
+   * lowest pid holding it) in batches as the kernel walk yields them, in order; the promise
+   * settles after the last one, or rejects when the walk failed (the batches given so far are
+   * then not a snapshot). Reads queue behind one another.
+   */
+  read(onBatch: (records: Uint8Array) => void): Promise<void> {
+    const run = this.#previous.then(() => new Promise<void>((resolve, reject) => this.#native.read(onBatch, reject, resolve)));
+    this.#previous = run.catch(() => undefined);
+    return run;
   }
 
   close(): void {
     this.#native.close();
   }
-}
-
-function concat(batches: Uint8Array[]): Uint8Array {
-  let size = 0;
-  for (const b of batches) size += b.byteLength;
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const b of batches) {
-    out.set(b, at);
-    at += b.byteLength;
-  }
-  return out;
 }

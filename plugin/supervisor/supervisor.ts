@@ -35,6 +35,8 @@ export interface ScanOutcome {
   errors?: number;
   /** Whether the scan read every connection of this namespace; absent: it read them all. */
   readInFull?: (netns: number) => boolean;
+  /** The scan found the table exactly as the kernel has it (and built no connection): nothing to reconcile. */
+  confirmed?: boolean;
 }
 export type Scanner = (signal: AbortSignal) => Promise<readonly Connection[] | ScanOutcome>;
 export type TrackerFactory = (table: ConnectionTable, hooks: EbpfTrackerHooks, options: EbpfTrackerOptions) => LiveTracker;
@@ -402,6 +404,10 @@ export class Supervisor {
     const signal = this.#stopSignal.signal;
     try {
       const outcome = await this.#scan();
+      if (outcome.confirmed === true) {
+        this.#counters.reconcilesConfirmed++;
+        return { added: 0, removed: 0, suppressed: 0, kept: 0, updated: 0 };
+      }
       await this.#settleEvents();
       signal.throwIfAborted();
       const result = await reconcileTable(this.#table, {

@@ -39,6 +39,8 @@ export class ConnectionTable {
   evictions = 0;
   /** Entries removed, by close or eviction: lets a reconcile tell whether the table lost any while it ran. */
   deletions = 0;
+  /** Entries added, changed or removed: a scan compared with the table holds only while this stays put. */
+  changes = 0;
   closesOfUnknown = 0;
   /** Real closes of connections evicted earlier (already published as closed then, so not again). */
   closesOfEvicted = 0;
@@ -68,6 +70,7 @@ export class ConnectionTable {
   open(connection: Connection, key = connectionKey(connection)): OpenResult {
     const known = this.#open.get(key);
     this.#snapshot = undefined;
+    this.changes++;
     if (known !== undefined) {
       this.#open.delete(key);
       this.#open.set(key, mergeKnown(known, connection));
@@ -93,6 +96,7 @@ export class ConnectionTable {
     if (known === undefined) return "unknown";
     if (!mergeChanges(known, connection)) return "unchanged";
     this.#snapshot = undefined;
+    this.changes++;
     this.#open.set(key, mergeKnown(known, connection));
     return "updated";
   }
@@ -107,6 +111,7 @@ export class ConnectionTable {
     }
     this.#open.delete(key);
     this.deletions++;
+    this.changes++;
     this.#snapshot = undefined;
     this.#byLocalPort[known.localPort]--;
     const closed = closedCopy(known);
@@ -172,6 +177,7 @@ export class ConnectionTable {
     this.#byLocalPort[evicted.localPort]--;
     this.#open.delete(key);
     this.deletions++;
+    this.changes++;
     this.#snapshot = undefined;
     if (this.#evicted.size >= this.#maxEvictedKeys) this.#evicted.delete(this.#evicted.keys().next().value!);
     this.#evicted.set(key, true);

@@ -52,3 +52,38 @@ export function encodeRecords(events: readonly EventFields[]): Uint8Array {
   events.forEach((e, i) => encodeRecord(e, bytes, i * EVENT_SIZE));
   return bytes;
 }
+
+export interface SocketFields {
+  pid?: number;
+  comm?: string;
+  netns?: number;
+  localAddress?: string;
+  localPort: number;
+  remoteAddress?: string;
+  remotePort?: number;
+  /** TCP state: 1 ESTABLISHED (the default), 10 LISTEN. */
+  state?: number;
+  sockCookie?: number;
+}
+
+/** Snapshot records (struct tracker_socket, bpf/tracker.h), as the iterator writes them. */
+export function encodeSocketRecords(sockets: readonly SocketFields[]): Uint8Array {
+  const bytes = new Uint8Array(sockets.length * 80);
+  const view = new DataView(bytes.buffer);
+  sockets.forEach((s, i) => {
+    const o = i * 80;
+    const localAddress = s.localAddress ?? "10.0.0.1";
+    view.setUint32(o + Field.pid, s.pid ?? 42, true);
+    view.setUint32(o + Field.netns, s.netns ?? 1, true);
+    bytes.set(addressBytes(localAddress), o + Field.localAddress);
+    bytes.set(addressBytes(s.remoteAddress ?? (isIPv4(localAddress) ? "10.0.0.2" : "::")), o + Field.remoteAddress);
+    view.setUint16(o + Field.localPort, s.localPort, true);
+    view.setUint16(o + Field.remotePort, s.remotePort ?? 0, true);
+    bytes[o + Field.type] = 4;
+    bytes[o + Field.family] = isIPv4(localAddress) ? 4 : 6;
+    bytes[o + 54] = s.state ?? 1;
+    bytes.set(new TextEncoder().encode(s.comm ?? "x").subarray(0, 16), o + Field.comm);
+    view.setBigUint64(o + Field.cookie, s.sockCookie !== undefined ? BigInt(s.sockCookie) : 0xffff000000001000n + BigInt(i * 64), true);
+  });
+  return bytes;
+}

@@ -31,12 +31,12 @@ function oneRecord(): Uint8Array {
   return b;
 }
 
-function source(read: () => Promise<Uint8Array>, open?: () => never) {
+function source(records: () => Promise<Uint8Array>, open?: () => never) {
   return new ScanSource({
     procfs: async () => ({ connections: fromProc }),
     ebpfLive: () => true,
     procRoot: "/proc",
-    open: open ?? (() => ({ read, close() {} })),
+    open: open ?? (() => ({ read: async (onBatch: (batch: Uint8Array) => void) => onBatch(await records()), close() {} })),
     log,
   });
 }

@@ -1,0 +1,113 @@
+/**
+ * A reconcile's snapshot compared with the table by digest before anything is built: the kernel
+ * holding exactly the table's connections is confirmed without a connection per socket, and
+ * anything that differs (a socket more or less, another pid or name, the table changing during
+ * the comparison) falls back to building them all, as before. The snapshot is a fake here
+ * (records in batches, as the addon hands them); test/kernel/snapshot-supervisor.test.ts runs the
+ * real iterator.
+ */
+import t from "tap";
+import { scanSockets } from "../../plugin/snapshot/snapshot-scan.ts";
+import { ConnectionTable } from "../../plugin/table/connection-table.ts";
+import { encodeSocketRecords, type SocketFields } from "../helpers/records.ts";
+
+const sockets: SocketFields[] = [
+  { localAddress: "10.0.0.1", localPort: 80, state: 10 },
+  ...Array.from({ length: 3000 }, (_, i): SocketFields => ({ localAddress: "10.0.0.1", localPort: 80, remoteAddress: "10.0.0.2", remotePort: 20000 + i, pid: 7, comm: "srv" })),
+  { localAddress: "fd00::1", localPort: 443, remoteAddress: "fd00::2", remotePort: 41000, pid: 8, comm: "tls" },
+];
+
+/** The snapshot in batches of `per` records, each handed over on a later turn of the event loop. */
+function fakeSnapshot(records: Uint8Array, per = 1000) {
+  return {
+    read: async (onBatch: (batch: Uint8Array) => void) => {
+      for (let o = 0; o < records.byteLength; o += per * 80) {
+        await new Promise((r) => setImmediate(r));
+        onBatch(records.subarray(o, o + per * 80));
+      }
+    },
+  };
+}
+
+async function tableOf(records: Uint8Array): Promise<ConnectionTable> {
+  const table = new ConnectionTable({ maxConnections: 100_000 });
+  for (const c of (await scanSockets(fakeSnapshot(records))).connections) table.open(c);
+  return table;
+}
+
+t.test("the kernel holding exactly the table's connections is confirmed, and nothing is built", async (t) => {
+  const records = encodeSocketRecords(sockets);
+  const table = await tableOf(records);
+  t.equal(table.size, 3001);
+  const scan = await scanSockets(fakeSnapshot(records), { confirm: table });
+  t.equal(scan.confirmed, true);
+  t.equal(scan.connections.length, 0, "no connection built");
+  t.equal(scan.sockets, 3002, "the census still counts every socket");
+  t.ok(scan.listening.get(1)?.has(80), "and the listening ports");
+});
+
+t.test("whatever a reconcile would act on is not confirmed, and the connections are built", async (t) => {
+  const records = encodeSocketRecords(sockets);
+  const cases: Array<[string, (table: ConnectionTable) => void]> = [
+    ["a connection the table lacks (a missed open)", (table) => void table.close([...table.keys()][5])],
+    ["a connection the kernel lacks (a missed close)", (table) => void table.open({ ...[...table.values()][5], remotePort: 9 })],
+    ["both at once, the count unchanged", (table) => {
+      const any = [...table.values()][5];
+      table.close([...table.keys()][5]);
+      table.open({ ...any, remotePort: 9 });
+    }],
+    ["another pid", (table) => void table.confirm({ ...[...table.values()][7], pid: 99 }, [...table.keys()][7])],
+    ["another process name", (table) => void table.confirm({ ...[...table.values()][7], comm: "other" }, [...table.keys()][7])],
+  ];
+  for (const [what, change] of cases) {
+    const table = await tableOf(records);
+    change(table);
+    const scan = await scanSockets(fakeSnapshot(records), { confirm: table });
+    t.equal(scan.confirmed, false, what);
+    t.equal(scan.connections.length, 3001, `${what}: every connection built`);
+    t.ok(scan.connections.filter((c) => c.localPort === 80).every((c) => c.direction === "incoming"), `${what}: with the listener's direction`);
+  }
+});
+
+t.test("a table that changed during the scan is not confirmed, even when it ends as it began", async (t) => {
+  const records = encodeSocketRecords(sockets);
+  const table = await tableOf(records);
+  const snapshot = fakeSnapshot(records);
+  const scan = await scanSockets({
+    read: async (onBatch) => {
+      await snapshot.read(onBatch);
+      // During the kernel's walk an event closes a connection and another opens it again: the
+      // walk may have seen either state, so the comparison proves nothing.
+      const [key, known] = [...table.entries()][10];
+      table.close(key);
+      table.open(known);
+    },
+  }, { confirm: table });
+  t.equal(scan.confirmed, false);
+  t.equal(scan.connections.length, 3001, "every connection built for the full reconcile");
+});
+
+t.test("a snapshot larger than the table (a seed) is built, not confirmed", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 100_000 });
+  table.open({ localAddress: "10.0.0.1", localPort: 80, remoteAddress: "10.0.0.2", remotePort: 20000, netns: 1, pid: 7, comm: "srv", direction: "incoming", closed: false, source: "ebpf" });
+  const scan = await scanSockets(fakeSnapshot(encodeSocketRecords(sockets)), { confirm: table });
+  t.equal(scan.confirmed, false);
+  t.equal(scan.connections.length, 3001);
+});
+
+t.test("a listener that comes after its connections still gives them their direction", async (t) => {
+  const late = [...sockets.slice(1, 1500), sockets[0], ...sockets.slice(1500)];
+  const scan = await scanSockets(fakeSnapshot(encodeSocketRecords(late)));
+  t.equal(scan.connections.filter((c) => c.localPort === 80 && c.direction === "incoming").length, 3000);
+});
+
+t.test("a walk that fails after some batches rejects the scan", async (t) => {
+  const records = encodeSocketRecords(sockets);
+  const snapshot = fakeSnapshot(records.subarray(0, 1000 * 80));
+  await t.rejects(scanSockets({
+    read: async (onBatch) => {
+      await snapshot.read(onBatch);
+      throw Object.assign(new Error("read iterator: Input/output error"), { code: "ERR_BPF_ITER_READ" });
+    },
+  }), { code: "ERR_BPF_ITER_READ" });
+});
