@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev protobuf-compiler iproute2 libcap2-bin python3 make g++ pkg-config)
+packages=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev protobuf-compiler iproute2 iptables conntrack libcap2-bin python3 make g++ pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
