@@ -190,9 +190,7 @@ class ScanState {
     for (let i = 0; i < count; i++) {
       if (i % CHECK_EVERY === CHECK_EVERY - 1) await this.breathe();
       const o = i * SOCKET_RECORD_SIZE;
-      if (OPEN[records[o + SocketField.state]] === 0 || records[o + Field.type] !== SOCKET_RECORD_TYPE) continue;
-      const family = records[o + Field.family];
-      if (family !== 4 && family !== 6) continue;
+      if (!isOpenSocket(records, o)) continue;
       const netns = view.getUint32(o + Field.netns, true);
       const localPort = view.getUint16(o + Field.localPort, true);
       connections.push({
@@ -218,9 +216,7 @@ class ScanState {
     for (let i = 0; i < count; i++) {
       if (i % CHECK_EVERY === CHECK_EVERY - 1) await this.breathe();
       const o = i * SOCKET_RECORD_SIZE;
-      if (OPEN[records[o + SocketField.state]] === 0 || records[o + Field.type] !== SOCKET_RECORD_TYPE) continue;
-      const family = records[o + Field.family];
-      if (family !== 4 && family !== 6) continue;
+      if (!isOpenSocket(records, o)) continue;
       digest.add(
         view.getUint32(o + Field.netns, true),
         addressText(records, view, o, Field.localAddress),
@@ -255,6 +251,12 @@ class ScanState {
       if (c.direction === "unknown" && this.#late.get(c.netns)?.has(c.localPort)) c.direction = "incoming";
     }
   }
+}
+
+/** A record the scan takes as a connection: a socket record, IPv4 or IPv6, in an open state. */
+function isOpenSocket(records: Uint8Array, o: number): boolean {
+  const family = records[o + Field.family];
+  return OPEN[records[o + SocketField.state]] === 1 && records[o + Field.type] === SOCKET_RECORD_TYPE && (family === 4 || family === 6);
 }
 
 function viewOf(records: Uint8Array): DataView {
