@@ -3,6 +3,7 @@
  * test that made it.
  */
 import { createLogger } from "../../plugin/log.ts";
+import { connectionKey } from "../../plugin/model/connection.ts";
 import { defaultStackConfig, startTrackerStack, type StackConfig, type TrackerStack } from "../../plugin/plugin.ts";
 import { createTestNetwork, type TestNetwork } from "./netns.ts";
 import type { Peer } from "./peers.ts";
@@ -28,4 +29,17 @@ export async function peerFor(t: Tap, started: Peer | Promise<Peer>): Promise<Pe
   const p = await started;
   t.teardown(() => p.stop());
   return p;
+}
+
+/**
+ * The keys of both ends of connections from b to a's `host`:`port`, one pair per client port.
+ * Tests compare exact keys: Linux hands the same ephemeral port to connections towards different
+ * destinations, so a port alone does not name a connection.
+ */
+export function bothEndsKeys(net: TestNetwork, host: string, port: number, clientPorts: number[]): string[] {
+  const clientHost = host === net.a.ipv4 ? net.b.ipv4 : net.b.ipv6;
+  return clientPorts.flatMap((p) => [
+    connectionKey({ netns: net.b.netns, localAddress: clientHost, localPort: p, remoteAddress: host, remotePort: port }),
+    connectionKey({ netns: net.a.netns, localAddress: host, localPort: port, remoteAddress: clientHost, remotePort: p }),
+  ]);
 }
