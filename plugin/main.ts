@@ -2,11 +2,11 @@
  * The plugin process: the tracker stack, then its servers. SIGTERM/SIGINT stop accepting, finish
  * what is in flight, detach BPF, remove the sockets and exit 0 within 2 s.
  */
-import { allocatorPolicy } from "./allocator-policy.ts";
+import { allocatorPolicy } from "./runtime/allocator-policy.ts";
 import { parseConfig, usage } from "./config.ts";
 import { describeError, errorCode } from "./errors.ts";
 import { useArtifactsDir } from "./ebpf/native-addon.ts";
-import { heapPolicy, processCommandLine } from "./heap-policy.ts";
+import { heapPolicy, processCommandLine } from "./runtime/heap-policy.ts";
 import { createLogger } from "./log.ts";
 import { startTrackerStack, type TrackerStack } from "./plugin.ts";
 import { grpcListens } from "./servers/grpc/listen-config.ts";
@@ -32,11 +32,11 @@ async function main(): Promise<void> {
   if (config.artifactsDir !== "") useArtifactsDir(config.artifactsDir);
   const allocator = allocatorPolicy();
   if (!allocator.keepsFreedMemory) {
-    log.warn("glibc hands freed memory back at once: every Report faults its buffers in afresh; start the plugin with scripts/start.sh, or set GLIBC_TUNABLES as it does (plugin/glibc-tunables)", { glibcTunables: allocator.glibcTunables });
+    log.warn("glibc hands freed memory back at once: every Report faults its buffers in afresh; start the plugin with scripts/start.sh, or set GLIBC_TUNABLES as it does (plugin/runtime/glibc-tunables)", { glibcTunables: allocator.glibcTunables });
   }
   const heap = heapPolicy(processCommandLine());
   if (heap.oldSpaceFloorMiB === undefined) {
-    log.warn("V8 collects a small heap in full every few Reports: start the plugin with scripts/start.sh, or give the runtime the V8 flags it does (plugin/v8-flags)");
+    log.warn("V8 collects a small heap in full every few Reports: start the plugin with scripts/start.sh, or give the runtime the V8 flags it does (plugin/runtime/v8-flags)");
   }
   const listens = grpcListens(config);
 

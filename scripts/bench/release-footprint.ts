@@ -8,8 +8,8 @@
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { withPluginTunables } from "../../plugin/allocator-policy.ts";
-import { pluginV8Flags } from "../../plugin/heap-policy.ts";
+import { withPluginTunables } from "../../plugin/runtime/allocator-policy.ts";
+import { pluginV8Flags } from "../../plugin/runtime/heap-policy.ts";
 import { type EndpointReport } from "../../plugin/generated/endpoint_reporter.ts";
 import { unary } from "../../test/helpers/server-harness.ts";
 import { startPodman } from "../../test/release/podman-kit.ts";

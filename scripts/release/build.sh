@@ -3,7 +3,7 @@
 # that every module finds its neighbours by the same relative paths on both paths:
 #   dist/plugin/main.js                 the plugin, one ES module bundled by esbuild with its
 #   dist/plugin/endpoint-reporter-cli.js  dependencies (no tsx at run time); the CLI likewise
-#   dist/plugin/v8-flags, glibc-tunables the runtime files the launchers read
+#   dist/plugin/runtime/v8-flags, glibc-tunables the runtime files the launchers read
 #   dist/build/*.bpf.o                  every CO-RE object (compiled once, runs on any kernel with BTF)
 #   dist/build/Release/scope_tracker.node the Node-API addon (ABI-stable across Node >= 20)
 #   dist/proto/                         the gRPC contract
@@ -20,8 +20,8 @@ rm -rf dist
 # esbuild strips types without checking them: the release is built only from code that typechecks.
 npx tsc -p . || die "tsc failed"
 # One file per entry point: Node resolves and reads some 150 modules otherwise, a third of the
-# start. The bundles sit in dist/plugin/, where the modules that find files by their own URL
-# (plugin/package-root.ts, heap-policy, allocator-policy) sit in the sources. Left outside:
+# start. The bundles sit in dist/plugin/, where the module that finds files by its own URL
+# (plugin/package-root.ts) sits in the sources. Left outside:
 # prom-client (imported only with --metrics-listen) and @grpc/proto-loader (grpc-js requires it
 # only for channelz and ORCA, which the plugin does not serve). grpc-js is CommonJS: its
 # require() of Node's modules needs a require in the ES module.
@@ -31,7 +31,7 @@ node_modules/.bin/esbuild plugin/main.ts plugin/cli/endpoint-reporter-cli.ts \
   --external:prom-client --external:@grpc/proto-loader \
   --banner:js='import { createRequire as __bundleRequire } from "node:module"; const require = __bundleRequire(import.meta.url);' \
   --log-level=warning || die "esbuild failed"
-install -m 0644 plugin/v8-flags plugin/glibc-tunables dist/plugin/
+install -D -m 0644 -t dist/plugin/runtime plugin/runtime/v8-flags plugin/runtime/glibc-tunables
 
 shopt -s nullglob
 objects=(build/*.bpf.o)

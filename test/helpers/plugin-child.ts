@@ -10,8 +10,8 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { credentials, type ChannelOptions } from "@grpc/grpc-js";
-import { withPluginTunables } from "../../plugin/allocator-policy.ts";
-import { pluginV8Flags } from "../../plugin/heap-policy.ts";
+import { withPluginTunables } from "../../plugin/runtime/allocator-policy.ts";
+import { pluginV8Flags } from "../../plugin/runtime/heap-policy.ts";
 import { EndpointReporterClient } from "../../plugin/generated/endpoint_reporter.ts";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -54,7 +54,7 @@ export interface StartOptions {
   wrapper?: readonly string[];
   /** Node only: flags for node itself (e.g. --trace-gc). */
   nodeArgs?: readonly string[];
-  /** V8 flags for node or Deno; the plugin's own (plugin/v8-flags, as scripts/start.sh) by default. */
+  /** V8 flags for node or Deno; the plugin's own (plugin/runtime/v8-flags, as scripts/start.sh) by default. */
   v8Flags?: readonly string[];
   /** Called with each stdout line (the plugin logs to stderr; V8 traces go to stdout). */
   onStdout?: (line: string) => void;

@@ -22,7 +22,7 @@ import { type ServiceError, status as GrpcStatus } from "@grpc/grpc-js";
 import { type ConnectionEvent, Direction, type EndpointReport, EventType, Source, type TrackerStatus } from "../../plugin/generated/endpoint_reporter.ts";
 import { createTestNetwork } from "../helpers/netns.ts";
 import { startClient, startServer } from "../helpers/peers.ts";
-import { heapPolicy, pluginV8Flags } from "../../plugin/heap-policy.ts";
+import { heapPolicy, pluginV8Flags } from "../../plugin/runtime/heap-policy.ts";
 import { DENO_BIN, DENO_PERMISSIONS, ROOT, socketsPresent, startPlugin } from "../helpers/plugin-child.ts";
 import { httpGet, unary } from "../helpers/server-harness.ts";
 

@@ -6,8 +6,8 @@
  */
 import t from "tap";
 import { type EndpointReport, Source } from "../../plugin/generated/endpoint_reporter.ts";
-import { pluginGlibcTunables } from "../../plugin/allocator-policy.ts";
-import { heapPolicy, pluginV8Flags } from "../../plugin/heap-policy.ts";
+import { pluginGlibcTunables } from "../../plugin/runtime/allocator-policy.ts";
+import { heapPolicy, pluginV8Flags } from "../../plugin/runtime/heap-policy.ts";
 import { startPlugin } from "../helpers/plugin-child.ts";
 import { unary } from "../helpers/server-harness.ts";
 
@@ -24,7 +24,7 @@ t.test("scripts/start.sh: the plugin serves, with the plugin's tunables first an
   t.equal(plugin.ready.glibcTunables, expected, "in the ready record");
   t.notOk(plugin.logs.some((l) => WARNING.test(l)), "no allocator warning");
   const floor = heapPolicy(pluginV8Flags()).oldSpaceFloorMiB;
-  t.ok(floor !== undefined && floor > 0, "plugin/v8-flags sets a floor");
+  t.ok(floor !== undefined && floor > 0, "plugin/runtime/v8-flags sets a floor");
   t.equal(plugin.ready.v8OldSpaceFloorMiB, floor, "node got the heap floor");
   t.notOk(plugin.logs.some((l) => HEAP_WARNING.test(l)), "no heap warning");
   const client = plugin.client();
@@ -43,7 +43,7 @@ t.test("started without the tunables or the V8 flags: a warning for each that na
   t.match(warning, /scripts\/start\.sh/);
   const heapWarning = plugin.logs.find((l) => HEAP_WARNING.test(l));
   t.ok(heapWarning, "warned about the heap");
-  t.match(heapWarning, /scripts\/start\.sh.*plugin\/v8-flags/);
+  t.match(heapWarning, /scripts\/start\.sh.*plugin\/runtime\/v8-flags/);
   t.equal(plugin.ready.v8OldSpaceFloorMiB, undefined);
   const client = plugin.client();
   t.teardown(() => client.close());

@@ -6,8 +6,8 @@
  */
 import t from "tap";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { pluginGlibcTunables } from "../../plugin/allocator-policy.ts";
-import { heapPolicy, pluginV8Flags } from "../../plugin/heap-policy.ts";
+import { pluginGlibcTunables } from "../../plugin/runtime/allocator-policy.ts";
+import { heapPolicy, pluginV8Flags } from "../../plugin/runtime/heap-policy.ts";
 import {
   BIN, BUILD_TOOLS, INSTALL_PREFIX, SCENARIO_SOURCE_EBPF, awaitScenarioRows, buildToolsIn, chrootPlugin, installTarballInRoot,
   listDir, nodeRoot, releaseTarball, runtimeLibraries, awaitScopeNodes, unitBoundingSet, socketsUnder, startScenario,

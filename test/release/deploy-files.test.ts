@@ -11,7 +11,7 @@ import { parse } from "yaml";
 import { deploymentRun, PRIVILEGE_ARGS } from "./podman-kit.ts";
 import { aptEnsure, INSTALL_PREFIX, releaseTarball, ROOT, socketsUnder, spawnUntilReady } from "./release-kit.ts";
 import { DENO_BIN } from "../helpers/plugin-child.ts";
-import { pluginGlibcTunables } from "../../plugin/allocator-policy.ts";
+import { pluginGlibcTunables } from "../../plugin/runtime/allocator-policy.ts";
 
 const UNIT = join(ROOT, "scripts/deploy/endpoint-reporter.service");
 const DAEMONSET = join(ROOT, "scripts/deploy/endpoint-reporter-daemonset.yaml");

@@ -1,6 +1,6 @@
 /** Reading the allocator policy from GLIBC_TUNABLES, and composing it for a plugin process. */
 import t from "tap";
-import { allocatorPolicy, pluginGlibcTunables, withPluginTunables } from "../../plugin/allocator-policy.ts";
+import { allocatorPolicy, pluginGlibcTunables, withPluginTunables } from "../../plugin/runtime/allocator-policy.ts";
 
 t.test("the plugin's own tunables set both thresholds, as name=value pairs", async (t) => {
   t.match(pluginGlibcTunables(), /^([a-z_.]+=\d+)(:[a-z_.]+=\d+)*$/);

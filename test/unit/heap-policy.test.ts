@@ -1,6 +1,6 @@
 /** Reading the V8 heap floor from a runtime's command line, and the plugin's own flags. */
 import t from "tap";
-import { heapPolicy, pluginV8Flags, processCommandLine } from "../../plugin/heap-policy.ts";
+import { heapPolicy, pluginV8Flags, processCommandLine } from "../../plugin/runtime/heap-policy.ts";
 
 t.test("the plugin's own flags set a floor", async (t) => {
   const flags = pluginV8Flags();

@@ -8,17 +8,19 @@
  * threshold), and the next calls fault the same amount of memory back in, page by page; on a VM
  * where that costs ~20 µs a page, it was most of the plugin's time per Report. The tunables must
  * be in the environment when the process starts, so the launcher (scripts/start.sh) sets them
- * from `plugin/glibc-tunables`, ahead of any the caller set (later ones win), and the plugin only
+ * from `plugin/runtime/glibc-tunables`, ahead of any the caller set (later ones win), and the plugin only
  * reports whether they are in effect.
  */
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { packageRoot } from "../package-root.ts";
 
 /**
  * What scripts/start.sh puts in GLIBC_TUNABLES: one `name=value:...` line. Read on call: the plugin
  * itself only reports what it got, so its start-up neither reads nor depends on the file.
  */
 export function pluginGlibcTunables(): string {
-  return readFileSync(new URL("./glibc-tunables", import.meta.url), "utf8").trim();
+  return readFileSync(join(packageRoot, "plugin", "runtime", "glibc-tunables"), "utf8").trim();
 }
 
 const KEEPS_FREED_MEMORY = ["glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold"];

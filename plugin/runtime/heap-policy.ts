@@ -1,6 +1,6 @@
 /**
  * The V8 heap policy the plugin runs with: no full collection while the old generation is smaller
- * than a floor (`--initial-old-space-size`, from `plugin/v8-flags`).
+ * than a floor (`--initial-old-space-size`, from `plugin/runtime/v8-flags`).
  *
  * The plugin's live heap is small (about 20 MB at 10k connections) and V8 grows a small heap's
  * limit by as little as 10%, so under a Report every few milliseconds it started a full
@@ -11,10 +11,12 @@
  * created, so the launcher (scripts/start.sh) passes it and the plugin only reports it.
  */
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { packageRoot } from "../package-root.ts";
 
 /** What scripts/start.sh passes to node (and the README's Deno command to --v8-flags): one flag per line. */
 export function pluginV8Flags(): string[] {
-  return readFileSync(new URL("./v8-flags", import.meta.url), "utf8").split("\n").map((line) => line.trim()).filter((line) => line !== "");
+  return readFileSync(join(packageRoot, "plugin", "runtime", "v8-flags"), "utf8").split("\n").map((line) => line.trim()).filter((line) => line !== "");
 }
 
 export interface HeapPolicy {
