@@ -91,6 +91,26 @@ static __always_inline void fold_v4_mapped(struct tracker_socket *r)
 	s[1] = s[2] = s[3] = 0;
 }
 
+/* A socket record's socket fields (all but the owner's), every one through a probe read. */
+static __always_inline void read_socket_probed(struct tracker_socket *r, struct sock *sk, __u16 family)
+{
+	r->type = TRACKER_RECORD_SOCKET;
+	r->sock_cookie = (__u64)sk;
+	r->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	r->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	r->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	r->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		r->family = TRACKER_FAMILY_IPV4;
+		BPF_CORE_READ_INTO((__u32 *)r->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)r->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)r->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)r->daddr, sk, __sk_common.skc_v6_daddr);
+		fold_v4_mapped(r);
+	}
+}
+
 /*
  * Queued children a listener's accept queue can hold before the walk stops following it: each
  * step is verified as its own (bounded loop), so the bound is the verifier's budget. A deeper
@@ -110,21 +130,7 @@ static __always_inline void emit_queued(struct seq_file *seq, struct sock *sk)
 
 	if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ(sk, sk_socket))
 		return;
-	r.type = TRACKER_RECORD_SOCKET;
-	r.sock_cookie = (__u64)sk;
-	r.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	r.state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	r.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	r.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (family == AF_INET) {
-		r.family = TRACKER_FAMILY_IPV4;
-		BPF_CORE_READ_INTO((__u32 *)r.saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)r.daddr, sk, __sk_common.skc_daddr);
-	} else {
-		BPF_CORE_READ_INTO((struct in6_addr *)r.saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO((struct in6_addr *)r.daddr, sk, __sk_common.skc_v6_daddr);
-		fold_v4_mapped(&r);
-	}
+	read_socket_probed(&r, sk, family);
 	bpf_seq_write(seq, &r, sizeof(r));
 }
 
@@ -225,25 +231,11 @@ static __always_inline int emit_probed(struct seq_file *seq, struct task_struct 
 			return 0;
 		remember_tcp_proto(prot);
 	}
-	r.type = TRACKER_RECORD_SOCKET;
 	r.inode = inode->i_ino;
 	r.fd = fd;
 	r.pid = task->tgid;
 	BPF_CORE_READ_STR_INTO(&r.comm, task, comm);
-	r.sock_cookie = (__u64)sk;
-	r.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	r.state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	r.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	r.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (family == AF_INET) {
-		r.family = TRACKER_FAMILY_IPV4;
-		BPF_CORE_READ_INTO((__u32 *)r.saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)r.daddr, sk, __sk_common.skc_daddr);
-	} else {
-		BPF_CORE_READ_INTO((struct in6_addr *)r.saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO((struct in6_addr *)r.daddr, sk, __sk_common.skc_v6_daddr);
-		fold_v4_mapped(&r);
-	}
+	read_socket_probed(&r, sk, family);
 	bpf_seq_write(seq, &r, sizeof(r));
 	if (r.state == TCP_LISTEN)
 		emit_accept_queue(seq, sk);
