@@ -191,25 +191,31 @@ static __always_inline bool tuple_from_tp(struct tracker_event *e,
 }
 
 /*
- * Tuple and family straight from the socket, as the classic tracepoint's
- * TP_fast_assign reads them (inet_sport, not skc_num: tcp_set_state releases the
- * port before the TCP_CLOSE transition is traced).
+ * Tuple and family straight from the socket, as the classic tracepoint's TP_fast_assign reads them
+ * (inet_sport, not skc_num: tcp_set_state releases the port before the TCP_CLOSE transition is
+ * traced). Under tp_btf only, where `sk` is a BTF pointer: plain loads (a fault reads as zero), no
+ * helper call, but for inet_sport, which lies past struct sock where the verifier lets no load of
+ * a struct sock pointer reach.
  */
-static __always_inline bool tuple_from_state_sk(struct tracker_event *e, const struct sock *sk)
+static __always_inline bool tuple_from_btf_sk(struct tracker_event *e, const struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
+	__be16 sport = 0;
 
-	e->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	bpf_probe_read_kernel(&sport, sizeof(sport), &((const struct inet_sock *)sk)->inet_sport);
+	e->sport = bpf_ntohs(sport);
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (family == AF_INET) {
 		e->family = TRACKER_FAMILY_IPV4;
-		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
 		return true;
 	}
 	if (family == AF_INET6) {
-		BPF_CORE_READ_INTO((struct in6_addr *)e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO((struct in6_addr *)e->daddr, sk, __sk_common.skc_v6_daddr);
+		for (int i = 0; i < 4; i++) {
+			((__u32 *)e->saddr)[i] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			((__u32 *)e->daddr)[i] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];
+		}
 		set_v6_family(e);
 		return true;
 	}
@@ -217,28 +223,35 @@ static __always_inline bool tuple_from_state_sk(struct tracker_event *e, const s
 }
 
 /*
- * One state change, from either attach type: `tp` is the classic tracepoint's
- * record, or NULL under tp_btf (then everything is read from `sk`). Inlined into
- * each program, so the NULL test is resolved at compile time.
+ * One state change, from either attach type: `tp` is the classic tracepoint's record (the tuple
+ * from it, the socket through probe reads), or NULL under tp_btf (everything from `sk`, a BTF
+ * pointer, by plain loads). Inlined into each program with a literal NULL or the context, and
+ * `btf` says which as a constant the compiler folds: no program carries the other's reads (a
+ * plain load through the classic tracepoint's socket address would not pass the verifier).
  */
 static __always_inline bool state_tuple(struct tracker_event *e, const struct sock *sk,
-					const struct trace_event_raw_inet_sock_set_state *tp)
+					const struct trace_event_raw_inet_sock_set_state *tp, const bool btf)
 {
-	return tp ? tuple_from_tp(e, tp) : tuple_from_state_sk(e, sk);
+	return btf ? tuple_from_btf_sk(e, sk) : tuple_from_tp(e, tp);
+}
+
+static __always_inline __u32 state_netns(const struct sock *sk, const bool btf)
+{
+	return btf ? sk->__sk_common.skc_net.net->ns.inum : sk_netns(sk);
 }
 
 static __always_inline void emit_connect(const struct sock *sk, const struct trace_event_raw_inet_sock_set_state *tp,
-					 __u64 key, const struct connecting_value *who)
+					 const bool btf, __u64 key, const struct connecting_value *who)
 {
 	struct tracker_event *e = reserve_event(TRACKER_EVENT_CONNECT, key);
 
 	if (!e)
 		return;
-	if (!state_tuple(e, sk, tp)) {
+	if (!state_tuple(e, sk, tp, btf)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return;
 	}
-	e->netns = sk_netns(sk);
+	e->netns = state_netns(sk, btf);
 	if (who) {
 		e->pid = who->pid;
 		__builtin_memcpy(e->comm, who->comm, TRACKER_COMM_LEN);
@@ -257,7 +270,7 @@ static __always_inline bool is_open_state(int state)
 }
 
 static __always_inline int on_set_state(const struct sock *sk, int oldstate, int newstate,
-					const struct trace_event_raw_inet_sock_set_state *tp)
+					const struct trace_event_raw_inet_sock_set_state *tp, const bool btf)
 {
 	__u64 key = (__u64)sk;
 	struct connecting_value *who;
@@ -280,7 +293,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 			if (!who)
 				count(TRACKER_COUNTER_CONNECT_NO_PID);
 			/* Copy pid/comm out before the delete frees the LRU slot. */
-			emit_connect(sk, tp, key, who);
+			emit_connect(sk, tp, btf, key, who);
 			if (who)
 				bpf_map_delete_elem(&connecting, &key);
 		} else if (newstate == TCP_CLOSE) {
@@ -299,7 +312,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 		if (newstate == TCP_ESTABLISHED) {
 			who = bpf_map_lookup_elem(&connecting, &key);
 			if (who) {
-				emit_connect(sk, tp, key, who);
+				emit_connect(sk, tp, btf, key, who);
 				bpf_map_delete_elem(&connecting, &key);
 			}
 		} else if (newstate == TCP_CLOSE) {
@@ -323,11 +336,11 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 
 	if (!e)
 		return 0;
-	if (!state_tuple(e, sk, tp)) {
+	if (!state_tuple(e, sk, tp, btf)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
-	e->netns = sk_netns(sk);
+	e->netns = state_netns(sk, btf);
 	submit_event(e);
 	return 0;
 }
@@ -421,17 +434,17 @@ int backstop_find_cpu_base(struct bpf_iter__bpf_map *ctx)
 	return 0;
 }
 
+/* Under tp_btf: a plain load. sk_protocol is an 8-bit bitfield before 5.6, a plain u16 since. */
 static __always_inline bool is_tcp(const struct sock *sk)
 {
-	/* sk_protocol: an 8-bit bitfield before 5.6, a plain u16 since; probe both. */
-	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
+	return BPF_CORE_READ_BITFIELD(sk, sk_protocol) == IPPROTO_TCP;
 }
 
 /* Preferred: BTF raw tracepoint (see the top of this file). */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_btf, const struct sock *sk, int oldstate, int newstate)
 {
-	return is_tcp(sk) ? on_set_state(sk, oldstate, newstate, NULL) : 0;
+	return is_tcp(sk) ? on_set_state(sk, oldstate, newstate, NULL, true) : 0;
 }
 
 /* Whether a run of handle_set_state_btf is on this CPU now (so it was skipped for this change). */
@@ -464,7 +477,7 @@ int BPF_PROG(handle_set_state_btf_backstop, const struct sock *sk, int oldstate,
 	if (!is_tcp(sk) || !first_is_running())
 		return 0;
 	count(TRACKER_COUNTER_BACKSTOP);
-	return on_set_state(sk, oldstate, newstate, NULL);
+	return on_set_state(sk, oldstate, newstate, NULL, true);
 }
 
 /* Fallback where tp_btf is refused. */
@@ -473,7 +486,7 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
-	return on_set_state((const struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate, ctx);
+	return on_set_state((const struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate, ctx, false);
 }
 
 /* Tuple, family and netns of an accepted socket, read from struct sock. */

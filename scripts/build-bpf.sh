@@ -5,13 +5,15 @@
 # failure stops the script with a message.
 #
 # Environment overrides: CLANG (default: clang-14, else clang), BPFTOOL (default: bpftool),
-# VMLINUX_BTF (default: /sys/kernel/btf/vmlinux).
+# VMLINUX_BTF (default: /sys/kernel/btf/vmlinux), BPF_SOURCE_DIR and BPF_OUT_DIR (default: bpf/ and
+# build/; scripts/bench/bpf-run-time.ts builds an earlier revision's sources elsewhere with them).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="$ROOT/build"
+BPF_DIR="${BPF_SOURCE_DIR:-$ROOT/bpf}"
+OUT="${BPF_OUT_DIR:-$ROOT/build}"
 SOURCES=(tracker snapshot)
-SRC="$ROOT/bpf/tracker.bpf.c"
+SRC="$BPF_DIR/tracker.bpf.c"
 VMLINUX_BTF="${VMLINUX_BTF:-/sys/kernel/btf/vmlinux}"
 
 die() { echo "build-bpf: $*" >&2; exit 1; }
@@ -47,11 +49,11 @@ if ! cmp -s "$tmp" "$OUT/vmlinux.h" 2>/dev/null; then
 fi
 
 for name in "${SOURCES[@]}"; do
-	src="$ROOT/bpf/$name.bpf.c"
+	src="$BPF_DIR/$name.bpf.c"
 	obj="$OUT/$name.bpf.o"
 	"$CLANG" -g -O2 -target bpf -D__TARGET_ARCH_"$ARCH" \
 		-Wall -Werror -Wno-unused-function \
-		-I"$OUT" -I"$ROOT/bpf" \
+		-I"$OUT" -I"$BPF_DIR" \
 		-c "$src" -o "$obj.tmp" || die "clang failed to compile $src"
 	mv -f "$obj.tmp" "$obj"
 	# Sanity: the object must carry BTF (CO-RE needs it).
@@ -64,7 +66,7 @@ done
 mkdir -p "$OUT/test"
 "$CLANG" -g -O2 -target bpf -D__TARGET_ARCH_"$ARCH" -DTRACKER_TEST_RECORD_PAD=8 \
 	-Wall -Werror -Wno-unused-function \
-	-I"$OUT" -I"$ROOT/bpf" \
+	-I"$OUT" -I"$BPF_DIR" \
 	-c "$SRC" -o "$OUT/test/tracker-record-pad.bpf.o.tmp" || die "clang failed to compile $SRC (record pad test build)"
 mv -f "$OUT/test/tracker-record-pad.bpf.o.tmp" "$OUT/test/tracker-record-pad.bpf.o"
 echo "build-bpf: wrote $OUT/test/tracker-record-pad.bpf.o"
