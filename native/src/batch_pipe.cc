@@ -4,6 +4,9 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/eventfd.h>
 
 #include <algorithm>
@@ -75,6 +78,13 @@ void BatchPipe::Run() {
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
   pthread_setname_np(pthread_self(), options_.thread_name.c_str());
+  if (options_.nice > 0) {
+    const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+    errno = 0;
+    const int current = getpriority(PRIO_PROCESS, tid);
+    // Best effort: a thread left at the JS thread's priority still works, only less politely.
+    if (errno == 0) setpriority(PRIO_PROCESS, tid, std::min(current + options_.nice, 19));
+  }
 
   source_->Produce(producer_);
   producer_.Publish();  // whatever the source appended last

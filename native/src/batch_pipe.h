@@ -94,6 +94,10 @@ struct BatchPipeOptions {
   // err.code of the Error given to onError, e.g. "ERR_BPF_RING_BUFFER".
   std::string error_code = "ERR_NATIVE_SOURCE";
   std::string thread_name = "scope-pipe";  // at most 15 characters (pthread_setname_np)
+  // Added to the producer thread's nice value (Linux: per thread; raising needs no privilege).
+  // A source whose work may wait (a snapshot: its kernel walk runs on this thread) yields the
+  // cores to the JS thread; one that must keep up with the kernel (a ring buffer) keeps 0.
+  int nice = 0;
   std::string resource_name = "scope_tracker.BatchPipe";  // async resource name of the doorbell
 };
 

@@ -86,6 +86,9 @@ Napi::Value SocketSnapshot::Read(const Napi::CallbackInfo& info) {
   options.min_reserve_bytes = 256 * 1024;
   options.error_code = kErrIterRead;
   options.thread_name = "scope-snapshot";
+  // The walk takes a core for ~150 ms at 200k sockets; on a small host the JS thread then waited
+  // for a CPU (~30 ms in all per snapshot on 2 cores) and its event loop stalled with it.
+  options.nice = 10;
   options.resource_name = "scope_tracker.SocketSnapshot";
   run_ = std::make_unique<Run>(session_.get());
   try {

@@ -24,7 +24,7 @@
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { monitorEventLoopDelay } from "node:perf_hooks";
+import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { createLogger } from "../../plugin/log.ts";
 import { defaultStackConfig, startTrackerStack } from "../../plugin/plugin.ts";
@@ -88,18 +88,36 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-interface Timing { wallMs: number; cpuMs: number; stallMs: number; found: number }
+/**
+ * What a stall over the scan's own slices is made of: gcMs, V8's longest collector pause in the run;
+ * waitMs, the time the main thread sat runnable without a CPU (schedstat run delay, in total).
+ */
+interface Timing { wallMs: number; cpuMs: number; stallMs: number; gcMs: number; waitMs: number; found: number }
+
+/** The calling thread's time runnable but not running (a process's threads, the kernel walk and V8's helpers share the cores). */
+function mainThreadWaitMs(): number {
+  return Number(readFileSync("/proc/thread-self/schedstat", "utf8").split(" ")[1]) / 1e6;
+}
 
 async function timed(scan: () => Promise<{ connections: readonly unknown[] }>): Promise<Timing> {
   const stalls = monitorEventLoopDelay({ resolution: 1 });
+  let gcMs = 0;
+  const collector = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) gcMs = Math.max(gcMs, entry.duration);
+  });
+  collector.observe({ entryTypes: ["gc"] });
   stalls.enable();
   const cpu = process.cpuUsage();
+  const waitBefore = mainThreadWaitMs();
   const started = performance.now();
   const result = await scan();
   const wallMs = performance.now() - started;
   const used = process.cpuUsage(cpu);
+  const waitMs = mainThreadWaitMs() - waitBefore;
   stalls.disable();
-  return { wallMs, cpuMs: (used.user + used.system) / 1000, stallMs: stalls.max / 1e6, found: result.connections.length };
+  await new Promise((r) => setImmediate(r)); // the observer's entries arrive a turn later
+  collector.disconnect();
+  return { wallMs, cpuMs: (used.user + used.system) / 1000, stallMs: stalls.max / 1e6, gcMs, waitMs, found: result.connections.length };
 }
 
 function runFloor(): { wallMs: number; cpuMs: number } {
@@ -163,9 +181,9 @@ async function idleCost(size: number): Promise<string[]> {
     return [
       `plugin idle at ${tracked} tracked connections (${size} established, both ends), eBPF live:`,
       `  idle window ${(idleWall / 1000).toFixed(0)} s: ${fmt(idleMs)} CPU (${((idleMs / idleWall) * 100).toFixed(3)}% of a core), ${idleEvents} events from the rest of the machine`,
-      `  one reconcile from the iterator, confirmed by digest: ${fmt(viaIterator.wallMs)} wall, ${fmt(viaIterator.cpuMs)} CPU, event loop stalled at most ${fmt(viaIterator.stallMs)}`,
-      `  one reconcile from the iterator, compared one by one (a ghost in the table): ${fmt(whole.wallMs)} wall, ${fmt(whole.cpuMs)} CPU, stalled at most ${fmt(whole.stallMs)}`,
-      `  one reconcile from /proc:        ${fmt(viaProc.wallMs)} wall, ${fmt(viaProc.cpuMs)} CPU, event loop stalled at most ${fmt(viaProc.stallMs)}`,
+      `  one reconcile from the iterator, confirmed by digest: ${fmt(viaIterator.wallMs)} wall, ${fmt(viaIterator.cpuMs)} CPU, event loop stalled at most ${fmt(viaIterator.stallMs)} (longest GC pause ${fmt(viaIterator.gcMs)}; main thread waited for a CPU ${fmt(viaIterator.waitMs)} in all)`,
+      `  one reconcile from the iterator, compared one by one (a ghost in the table): ${fmt(whole.wallMs)} wall, ${fmt(whole.cpuMs)} CPU, stalled at most ${fmt(whole.stallMs)} (longest GC pause ${fmt(whole.gcMs)}; main thread waited for a CPU ${fmt(whole.waitMs)} in all)`,
+      `  one reconcile from /proc:        ${fmt(viaProc.wallMs)} wall, ${fmt(viaProc.cpuMs)} CPU, event loop stalled at most ${fmt(viaProc.stallMs)} (longest GC pause ${fmt(viaProc.gcMs)}; main thread waited for a CPU ${fmt(viaProc.waitMs)} in all)`,
       `  idle CPU with a reconcile every ${RECONCILE_INTERVAL_S} s: iterator ${perMinute(viaIterator).toFixed(3)}% of a core (${perMinute(whole).toFixed(3)}% were each compared one by one), /proc ${perMinute(viaProc).toFixed(3)}% (ratio ${(perMinute(viaProc) / perMinute(viaIterator)).toFixed(1)}x)`,
     ];
   } finally {
@@ -212,9 +230,10 @@ async function main(): Promise<void> {
       const it = mid(iter), ip = mid(iterProbed), pr = mid(proc), fl = mid(floor);
       const worst = (runs: Timing[]) => Math.max(...runs.map((r) => r.stallMs));
       const iterStall = worst(iter), procStall = worst(proc), idleStall = worst(idle);
+      const iterGc = Math.max(...iter.map((r) => r.gcMs)), iterWait = median(iter.map((r) => r.waitMs));
       const found = Math.min(...iter.map((r) => r.found));
       if (found < 2 * size) console.warn(`  warning: the iterator found ${found} connections, expected at least ${2 * size}`);
-      console.log(`  iterator: ${fmt(it.wallMs)} (cpu ${fmt(it.cpuMs)}; kernel walk and read ${fmt(median(kernelMs))}), stall at most ${fmt(iterStall)}; ${found} connections`);
+      console.log(`  iterator: ${fmt(it.wallMs)} (cpu ${fmt(it.cpuMs)}; kernel walk and read ${fmt(median(kernelMs))}), stall at most ${fmt(iterStall)} (longest GC pause ${fmt(iterGc)}; main thread waited for a CPU ${fmt(iterWait)} in all, median); ${found} connections`);
       console.log(`  iterator, 5.8-5.10 path (probe reads): ${fmt(ip.wallMs)} (cpu ${fmt(ip.cpuMs)})`);
       console.log(`  our /proc scan: ${fmt(pr.wallMs)} (cpu ${fmt(pr.cpuMs)}), stall at most ${fmt(procStall)}`);
       console.log(`  an idle event loop for as long stalled at most ${fmt(idleStall)} (this machine's own noise)`);
