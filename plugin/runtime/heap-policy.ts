@@ -9,6 +9,10 @@
  * old generation size, V8 skips full GCs below it"), those collections stop; a heap already past
  * the floor (100k connections) is collected as before. V8 reads the flag only when the isolate is
  * created, so the launcher (scripts/start.sh) passes it and the plugin only reports it.
+ *
+ * The file's other flag, --single-threaded-gc, keeps the collector's work on the JS thread: on a
+ * small host its helper threads compete for the cores with the socket snapshot's kernel walk, and
+ * the JS thread waited for them inside each pause (README, V8 heap).
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";

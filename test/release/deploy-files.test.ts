@@ -46,7 +46,7 @@ t.test("the systemd unit verifies against an install of the tarball", async (t) 
   const runDir = mkdtempSync("/tmp/endpoint-reporter-release-run-");
   t.teardown(() => rmSync(runDir, { recursive: true, force: true }));
   const sockets = socketsUnder(runDir);
-  const deno = await spawnUntilReady("sh", ["-c", 'cd "$1" && shift && exec "$@"', "deno-release", pkg, DENO_BIN, "run", "--allow-all", "--v8-flags=--initial-old-space-size=64", "dist/plugin/main.js",
+  const deno = await spawnUntilReady("sh", ["-c", 'cd "$1" && shift && exec "$@"', "deno-release", pkg, DENO_BIN, "run", "--allow-all", "--v8-flags=--initial-old-space-size=64,--single-threaded-gc", "dist/plugin/main.js",
     "--grpc-socket", sockets.grpc, "--plugins-root", join(runDir, "plugins"), "--reconcile-interval-ms", "600000"], "the release under Deno", { ...process.env, GLIBC_TUNABLES: pluginGlibcTunables() });
   t.teardown(() => deno.stop());
   t.equal(deno.ready.source, "ebpf", "Deno runs the release's JavaScript, eBPF live");
