@@ -12,12 +12,13 @@
  *
  * Needs root (BPF), clang and bpftool (scripts/setup.sh installs them).
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { packageRoot } from "../../plugin/package-root.ts";
+import { ensureChurnHelpers, floorBin, runChurn, startConsumer } from "./churn-run.ts";
 
 const { values } = parseArgs({
   options: {
@@ -28,8 +29,6 @@ const { values } = parseArgs({
 });
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
-const churnBin = join(packageRoot, "build/bench/churn");
-const floorBin = join(packageRoot, "build/bench/floor-consumer");
 const STATS = "/proc/sys/kernel/bpf_stats_enabled";
 
 interface ProgramStats { id: number; name: string; run_time_ns?: number; run_cnt?: number; recursion_misses?: number }
@@ -51,32 +50,23 @@ function buildRevision(rev: string, dir: string): string {
 /** One churn run with the floor consumer on `object`: ns of each program per connection. */
 async function measure(object: string): Promise<Map<string, number>> {
   const before = new Set(programs().map((p) => p.id));
-  const consumer = spawn(floorBin, ["-o", object], { stdio: ["ignore", "ignore", "pipe"] });
-  let err = "";
-  await new Promise<void>((resolve, reject) => {
-    consumer.stderr.on("data", (d) => {
-      err += d;
-      if (/attached \d+ programs/.test(err)) resolve();
-    });
-    consumer.once("exit", (code) => reject(new Error(`floor-consumer exited ${code}: ${err}`)));
-  });
+  const consumer = await startConsumer(floorBin, ["-o", object], "stderr", /attached \d+ programs/);
   try {
     const ours = () => programs().filter((p) => !before.has(p.id) && p.name.startsWith("handle_"));
     const start = new Map(ours().map((p) => [p.id, p.run_time_ns ?? 0]));
-    const churn = JSON.parse(execFileSync(churnBin, ["-d", String(seconds)], { encoding: "utf8" }).trim().split("\n").pop()!) as { connections: number };
+    const churn = runChurn(seconds);
     const perConnection = new Map<string, number>();
     for (const p of ours()) perConnection.set(p.name, ((p.run_time_ns ?? 0) - (start.get(p.id) ?? 0)) / churn.connections);
     return perConnection;
   } finally {
-    consumer.kill("SIGTERM");
-    await new Promise((r) => consumer.once("exit", r));
+    await consumer.stop();
   }
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main(): Promise<void> {
-  execFileSync("bash", [join(packageRoot, "scripts/bench/build.sh")], { stdio: ["ignore", "ignore", "inherit"] });
+  ensureChurnHelpers();
   const dir = mkdtempSync(join(tmpdir(), "bpf-run-time-"));
   const statsBefore = readFileSync(STATS, "utf8").trim();
   try {

@@ -8,18 +8,12 @@
  * and printed as ratios: plugin/baseline (goal <= 1.10x), floor/baseline (goal <= 1.06x), plugin/floor.
  * Usage: node --import tsx scripts/bench/ebpf-churn.ts [seconds=10] [rounds=2]
  */
-import { spawn, execFileSync } from "node:child_process";
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { createInterface } from "node:readline";
-import { packageRoot as projectRoot } from "../../plugin/package-root.ts";
+import { readFileSync } from "node:fs";
+import { type Consumer, ensureChurnHelpers, floorBin, runChurn, startConsumer } from "./churn-run.ts";
 
 const seconds = Number(process.argv[2] ?? 10);
 const rounds = Number(process.argv[3] ?? 2);
-const churnBin = `${projectRoot}build/bench/churn`;
-const floorBin = `${projectRoot}build/bench/floor-consumer`;
-const floorSources = [`${projectRoot}scripts/bench/floor-consumer.c`, `${projectRoot}native/src/attach_plan.c`, `${projectRoot}native/src/attach_plan.h`];
-const stale = (bin: string, sources: string[]) => !existsSync(bin) || sources.some((src) => statSync(src).mtimeMs > statSync(bin).mtimeMs);
-if (!existsSync(churnBin) || stale(floorBin, floorSources)) execFileSync("bash", [`${projectRoot}scripts/bench/build.sh`], { stdio: "inherit" });
+ensureChurnHelpers();
 
 function machineBusyTicks(): number {
   const fields = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
@@ -33,36 +27,6 @@ function processTicks(pid: number): number {
   return Number(fields[11]) + Number(fields[12]); // utime + stime
 }
 
-interface Consumer {
-  pid: number;
-  stop(): Promise<Record<string, number>>;
-}
-
-async function startConsumer(command: string, args: string[], readyOn: "stdout" | "stderr", readyText: RegExp): Promise<Consumer> {
-  const child = spawn(command, args, { cwd: projectRoot, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  let err = "";
-  child.stdout.on("data", (d) => (out += d));
-  child.stderr.on("data", (d) => (err += d));
-  // Registered at spawn, so an exit is never missed, however early it comes.
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  await new Promise<void>((resolve, reject) => {
-    const lines = createInterface({ input: readyOn === "stdout" ? child.stdout : child.stderr });
-    lines.on("line", (line) => readyText.test(line) && resolve());
-    void exited.then((code) => reject(new Error(`${command} exited ${code} before it was ready: ${out}${err}`)));
-  });
-  return {
-    pid: child.pid!,
-    async stop() {
-      child.kill("SIGTERM");
-      const code = await exited;
-      const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
-      if (line === undefined) throw new Error(`${command} exited ${code} without its figures: ${err}`);
-      return JSON.parse(line);
-    },
-  };
-}
-
 interface Measurement {
   connections: number;
   busyTicks: number;
@@ -73,7 +37,7 @@ interface Measurement {
 async function measure(consumer: Consumer | undefined): Promise<Measurement> {
   const busyBefore = machineBusyTicks();
   const consumerBefore = consumer ? processTicks(consumer.pid) : 0;
-  const churn = JSON.parse(execFileSync(churnBin, ["-d", String(seconds)], { encoding: "utf8" }).trim().split("\n").pop()!);
+  const churn = runChurn(seconds);
   const busyTicks = machineBusyTicks() - busyBefore;
   const consumerTicks = consumer ? processTicks(consumer.pid) - consumerBefore : 0;
   await new Promise((r) => setTimeout(r, 300)); // let the consumer drain what is left
