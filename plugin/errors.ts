@@ -12,6 +12,7 @@ export const ErrorCodes = {
   ERR_BPF_PERMISSION: "no privilege to load BPF programs",
   ERR_BPF_NO_BTF: "kernel has no BTF",
   ERR_SNAPSHOT_PID_NAMESPACE: "the BPF socket iterator would not see every process",
+  ERR_BPF_ITER_UNSUPPORTED: "kernel has no usable BPF socket iterator",
   ERR_BPF_OBJECT: "BPF object missing or unreadable",
   ERR_BPF_LOAD: "BPF program rejected by the kernel",
   ERR_BPF_ATTACH: "BPF program could not attach",

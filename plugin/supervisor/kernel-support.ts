@@ -114,3 +114,22 @@ export function expectedAttachments(facts: KernelFacts): Array<{ hook: string; t
     return { hook, type: rule?.type ?? null };
   });
 }
+
+/**
+ * The socket snapshot's iterator (iter/task_file, bpf/snapshot.bpf.c) is used from 6.1, the oldest
+ * kernel of our matrix it has run on without harm. The kernel has it from 5.8, but on Debian 11's
+ * 5.10 a seed under connection churn locked both CPUs up for good (soft lockups, an RCU stall on
+ * the CPU reading the iterator); and before 6.1 the kernel's read of a task iterator never
+ * reschedules between objects (BPF_ITER_RESCHED is 6.1's). /proc, slower but safe, scans there.
+ */
+export const SNAPSHOT_ITERATOR_SINCE: readonly [number, number] = [6, 1];
+
+/** Whether the socket snapshot's iterator may be created on `facts`'s kernel, and why not. */
+export function checkSnapshotIterator(facts: Pick<KernelFacts, "release">): KernelVerdict {
+  if (RELEASE.exec(facts.release) === null) return { supported: false, reason: `unparseable kernel release ${JSON.stringify(facts.release)}` };
+  if (atLeastOn({ release: facts.release, version: "", btfPresent: false })(SNAPSHOT_ITERATOR_SINCE)) return { supported: true };
+  return {
+    supported: false,
+    reason: `kernel ${facts.release} is older than ${SNAPSHOT_ITERATOR_SINCE.join(".")}: its iter/task_file locked a 5.10 kernel up under connection churn and never reschedules between objects`,
+  };
+}

@@ -2,17 +2,19 @@
  * The BPF socket iterator against the /proc scan on the same host, in namespaces the test
  * creates: the same connections (tuple, netns, pid, comm, direction), both families, a socket held
  * by two processes (and twice by one), a process holding thousands of fds; and the fallback to
- * /proc, with the reason, when the iterator cannot be had.
+ * /proc, with the reason, when the iterator cannot be had. On kernels the iterator gate refuses
+ * (before 6.1) the iterator is never created: the test there is that refusal and the /proc scans.
  */
 import t from "tap";
 import { spawn } from "node:child_process";
-import { readdirSync, readlinkSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createLogger } from "../../plugin/log.ts";
 import { type Connection, connectionKey } from "../../plugin/model/connection.ts";
 import { scanProc, scanProcSync } from "../../plugin/procfs/index.ts";
 import { ScanSource } from "../../plugin/snapshot/scan-source.ts";
 import { scanSockets } from "../../plugin/snapshot/snapshot-scan.ts";
 import { SocketSnapshot } from "../../plugin/snapshot/socket-snapshot.ts";
+import { checkSnapshotIterator } from "../../plugin/supervisor/kernel-support.ts";
 import { networkFor, peerFor, type Tap } from "../helpers/kernel-stack.ts";
 import type { TestNetwork } from "../helpers/netns.ts";
 import { startClient, startServer } from "../helpers/peers.ts";
@@ -43,6 +45,37 @@ function socketInodesOf(pid: number): Set<string> {
   return inodes;
 }
 
+const release = readFileSync("/proc/sys/kernel/osrelease", "utf8").trim();
+const iteratorGate = checkSnapshotIterator({ release });
+
+if (!iteratorGate.supported) {
+t.test(`on ${release} the kernel gate refuses the iterator before loading it: seeds and reconciles read /proc, saying why`, async (t) => {
+  const net = network(t);
+  await peer(t, startServer(net.a.name, net.a.ipv4, 7121, "hold"));
+  await (await peer(t, startClient(net.b.name, net.a.ipv4, 7121, 5, true))).linesUntil("done");
+  let refusal: unknown;
+  try {
+    new SocketSnapshot().close();
+  } catch (error) {
+    refusal = error;
+  }
+  t.match(refusal, { code: "ERR_BPF_ITER_UNSUPPORTED", message: iteratorGate.reason }, "SocketSnapshot refuses with the gate's reason");
+  const scans = new ScanSource({
+    procfs: async () => ({ connections: (await scanProc({ procRoot: "/proc" })).connections }),
+    ebpfLive: () => true,
+    procRoot: "/proc",
+    log,
+  });
+  t.teardown(() => scans.close());
+  for (let i = 0; i < 2; i++) {
+    const outcome = await scans.scan();
+    t.equal(outcome.connections.filter((c) => c.netns === net.a.netns || c.netns === net.b.netns).length, 10, `scan ${i + 1}: the /proc scan found them`);
+  }
+  t.equal(scans.procfsScans, 2, "every scan read /proc");
+  t.equal(scans.iteratorScans, 0);
+  t.equal(scans.describe(), `seed and reconcile by /proc scan: the BPF socket iterator is unavailable: ERR_BPF_ITER_UNSUPPORTED: ${iteratorGate.reason}`);
+});
+} else {
 for (const probeReads of [false, true]) {
 t.test(`the iterator's snapshot (${probeReads ? "the 5.8-5.10 path, probe reads" : "direct reads"}) equals the /proc scan: every tuple, netns, pid, comm and direction`, async (t) => {
   const net = network(t);
@@ -152,6 +185,8 @@ t.test("an iterator that cannot be created leaves seeds and reconciles to /proc,
   t.equal(scans.iteratorScans, 0);
   t.match(scans.describe(), /^seed and reconcile by \/proc scan: the BPF socket iterator is unavailable: ERR_BPF_OBJECT: cannot open BPF object \/nonexistent\/snapshot\.bpf\.o/);
 });
+
+}
 
 t.test("while no tracker is attached, /proc is the scan and the iterator is not even opened", async (t) => {
   let opened = 0;

@@ -1,5 +1,5 @@
 import t from "tap";
-import { checkKernel, checkKernelRelease, expectedAttachments } from "../../plugin/supervisor/kernel-support.ts";
+import { checkKernel, checkKernelRelease, checkSnapshotIterator, expectedAttachments } from "../../plugin/supervisor/kernel-support.ts";
 
 // The table from Scope's TestIsKernelSupported (probe/endpoint/ebpf_test.go), plus our own edges.
 const cases: Array<[string, string, boolean]> = [
@@ -48,5 +48,17 @@ for (const [release, btfPresent, setState] of [
       { hook: "sys_exit_accept", type: "tracepoint" },
       { hook: "sys_exit_accept4", type: "tracepoint" },
     ]);
+  });
+}
+
+// The socket snapshot's iterator: from 6.1 (5.10 locked up under it); /proc scans before.
+for (const [release, usable] of [
+  ["6.18.44", true], ["6.12.117+deb13-amd64", true], ["6.1.0-50-amd64", true], ["6.1", true], ["7.0.1", true],
+  ["6.0.19", false], ["5.15.0-100-generic", false], ["5.10.0-32-amd64", false], ["5.8.0", false], ["4.19.0", false], ["", false], ["garbage", false],
+] as const) {
+  t.test(`snapshot iterator gate: ${JSON.stringify(release)} -> ${usable ? "iterator" : "/proc"}`, async (t) => {
+    const verdict = checkSnapshotIterator({ release });
+    t.equal(verdict.supported, usable);
+    if (!verdict.supported) t.match(verdict.reason, release === "" || release === "garbage" ? /unparseable kernel release/ : /older than 6\.1/, "a refusal says why");
   });
 }
