@@ -94,7 +94,7 @@ export const attachTable: readonly AttachRule[] = [
  */
 export const BACKSTOP_GUARD_SINCE: readonly [number, number] = [5, 12];
 
-function atLeastOn(facts: KernelFacts): (since: readonly [number, number]) => boolean {
+function atLeastOn(facts: Pick<KernelFacts, "release">): (since: readonly [number, number]) => boolean {
   const parts = RELEASE.exec(facts.release);
   const version: [number, number] = parts === null ? [0, 0] : [Number(parts[1]), Number(parts[2])];
   return (since) => version[0] > since[0] || (version[0] === since[0] && version[1] >= since[1]);
@@ -127,7 +127,7 @@ export const SNAPSHOT_ITERATOR_SINCE: readonly [number, number] = [6, 1];
 /** Whether the socket snapshot's iterator may be created on `facts`'s kernel, and why not. */
 export function checkSnapshotIterator(facts: Pick<KernelFacts, "release">): KernelVerdict {
   if (RELEASE.exec(facts.release) === null) return { supported: false, reason: `unparseable kernel release ${JSON.stringify(facts.release)}` };
-  if (atLeastOn({ release: facts.release, version: "", btfPresent: false })(SNAPSHOT_ITERATOR_SINCE)) return { supported: true };
+  if (atLeastOn(facts)(SNAPSHOT_ITERATOR_SINCE)) return { supported: true };
   return {
     supported: false,
     reason: `kernel ${facts.release} is older than ${SNAPSHOT_ITERATOR_SINCE.join(".")}: its iter/task_file locked a 5.10 kernel up under connection churn and never reschedules between objects`,
