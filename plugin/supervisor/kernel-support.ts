@@ -119,8 +119,8 @@ export function expectedAttachments(facts: KernelFacts): Array<{ hook: string; t
  * The socket snapshot's iterator (iter/task_file, bpf/snapshot.bpf.c) is used from 6.1, the oldest
  * kernel of our matrix it has run on without harm. The kernel has it from 5.8, but on Debian 11's
  * 5.10 a seed under connection churn locked both CPUs up for good (soft lockups, an RCU stall on
- * the CPU reading the iterator); and before 6.1 the kernel's read of a task iterator never
- * reschedules between objects (BPF_ITER_RESCHED is 6.1's). /proc, slower but safe, scans there.
+ * the CPU reading the iterator), and 5.10's read of a task iterator never reschedules between
+ * objects (up to a million per read(), in Debian's 5.10.223 source). /proc, slower but safe, scans there.
  */
 export const SNAPSHOT_ITERATOR_SINCE: readonly [number, number] = [6, 1];
 
