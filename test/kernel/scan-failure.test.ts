@@ -95,6 +95,7 @@ t.test("eBPF live, one namespace's net/tcp unreadable: the reconcile keeps its c
   await server.stop();
   await waitFor("the closes, as events (or a skip the kernel counted)", () =>
     serverKeys.every((k) => !stack.table.has(k)) || stack.supervisor.status().counters.skipped > skippedBefore, 5000);
+  t.comment(`after the server's death: ${serverKeys.filter((k) => stack.table.has(k)).length} of its ends still in the table, skipped ${stack.supervisor.status().counters.skipped - skippedBefore}`);
   mirror.repair();
   await stack.supervisor.reconcileNow();
   t.ok(serverKeys.every((k) => !stack.table.has(k)), "gone for good once the kernel has them no more");
