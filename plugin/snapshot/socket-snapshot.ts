@@ -5,8 +5,7 @@
  */
 import { PluginError } from "../errors.ts";
 import { artifactsDir, loadNativeAddon } from "../ebpf/native-addon.ts";
-import { checkSnapshotIterator } from "../supervisor/kernel-support.ts";
-import { readFileSync } from "node:fs";
+import { checkSnapshotIterator, runningKernelRelease } from "../supervisor/kernel-support.ts";
 
 /** build/snapshot.bpf.o beside the tracker's object, or where --artifacts-dir points (read on call). */
 export function defaultSnapshotObjectPath(): string {
@@ -20,15 +19,6 @@ interface NativeSocketSnapshot {
 
 type SnapshotAddon = { SocketSnapshot?: new (options: { objectPath: string; probeReads?: boolean }) => NativeSocketSnapshot };
 
-/** The kernel this process runs on (the iterator is created here, whatever --proc-root shows). */
-function runningKernelRelease(): string {
-  try {
-    return readFileSync("/proc/sys/kernel/osrelease", "utf8").trim();
-  } catch {
-    return "";
-  }
-}
-
 export class SocketSnapshot {
   readonly #native: NativeSocketSnapshot;
   /** The read in flight: the native side runs one at a time, and an abandoned scan's read runs on. */
@@ -36,8 +26,8 @@ export class SocketSnapshot {
 
   /**
    * Loads and attaches the iterator program. Throws ERR_BPF_ITER_UNSUPPORTED on kernels the gate
-   * refuses (checkSnapshotIterator: before 6.1), before anything is loaded; the addon's coded errors:
-   * ERR_BPF_ITER_UNSUPPORTED (kernel before 5.8), ERR_BPF_PERMISSION, ERR_BPF_OBJECT, ERR_BPF_LOAD, ERR_BPF_ATTACH; ERR_BPF_ADDON
+   * refuses (checkSnapshotIterator: before 6.1), before anything is loaded (the addon's own refusal of
+   * kernels without iter/task_file, before 5.8, stays behind it); the addon's coded errors: ERR_BPF_PERMISSION, ERR_BPF_OBJECT, ERR_BPF_LOAD, ERR_BPF_ATTACH; ERR_BPF_ADDON
    * when the addon is missing or predates the snapshot reader. `probeReads` takes the program's
    * path for kernels 5.8-5.10 (helper reads; kernels without bpf_sock_from_file) on any kernel.
    */

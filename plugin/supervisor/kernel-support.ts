@@ -124,6 +124,15 @@ export function expectedAttachments(facts: KernelFacts): Array<{ hook: string; t
  */
 export const SNAPSHOT_ITERATOR_SINCE: readonly [number, number] = [6, 1];
 
+/** The release of the kernel this process runs on (not --proc-root's: the iterator is created here); "" when unreadable. */
+export function runningKernelRelease(): string {
+  try {
+    return readFileSync("/proc/sys/kernel/osrelease", "utf8").trim();
+  } catch {
+    return "";
+  }
+}
+
 /** Whether the socket snapshot's iterator may be created on `facts`'s kernel, and why not. */
 export function checkSnapshotIterator(facts: Pick<KernelFacts, "release">): KernelVerdict {
   if (RELEASE.exec(facts.release) === null) return { supported: false, reason: `unparseable kernel release ${JSON.stringify(facts.release)}` };

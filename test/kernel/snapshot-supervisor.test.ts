@@ -5,10 +5,9 @@
  * says where the scans come from.
  */
 import t from "tap";
-import { readFileSync } from "node:fs";
 import { connectionKey } from "../../plugin/model/connection.ts";
 import { scanProc } from "../../plugin/procfs/index.ts";
-import { checkSnapshotIterator } from "../../plugin/supervisor/kernel-support.ts";
+import { checkSnapshotIterator, runningKernelRelease } from "../../plugin/supervisor/kernel-support.ts";
 import { bothEndsKeys, networkFor, peerFor, stackFor, type Tap } from "../helpers/kernel-stack.ts";
 import type { TestNetwork } from "../helpers/netns.ts";
 import { startClient, startServer } from "../helpers/peers.ts";
@@ -19,7 +18,7 @@ const network = (t: Tap): TestNetwork => networkFor(t, "j");
 
 const peer = peerFor;
 
-const release = readFileSync("/proc/sys/kernel/osrelease", "utf8").trim();
+const release = runningKernelRelease();
 const viaIterator = checkSnapshotIterator({ release }).supported;
 const source = viaIterator ? "the iterator" : `/proc (${release}: the kernel gate refuses the iterator)`;
 /** The scans of the source this kernel should use. */

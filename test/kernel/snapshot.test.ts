@@ -7,14 +7,14 @@
  */
 import t from "tap";
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { readdirSync, readlinkSync } from "node:fs";
 import { createLogger } from "../../plugin/log.ts";
 import { type Connection, connectionKey } from "../../plugin/model/connection.ts";
 import { scanProc, scanProcSync } from "../../plugin/procfs/index.ts";
 import { ScanSource } from "../../plugin/snapshot/scan-source.ts";
 import { scanSockets } from "../../plugin/snapshot/snapshot-scan.ts";
 import { SocketSnapshot } from "../../plugin/snapshot/socket-snapshot.ts";
-import { checkSnapshotIterator } from "../../plugin/supervisor/kernel-support.ts";
+import { checkSnapshotIterator, runningKernelRelease } from "../../plugin/supervisor/kernel-support.ts";
 import { networkFor, peerFor, type Tap } from "../helpers/kernel-stack.ts";
 import type { TestNetwork } from "../helpers/netns.ts";
 import { startClient, startServer } from "../helpers/peers.ts";
@@ -45,7 +45,7 @@ function socketInodesOf(pid: number): Set<string> {
   return inodes;
 }
 
-const release = readFileSync("/proc/sys/kernel/osrelease", "utf8").trim();
+const release = runningKernelRelease();
 const iteratorGate = checkSnapshotIterator({ release });
 
 if (!iteratorGate.supported) {
