@@ -112,11 +112,14 @@ static __always_inline void read_socket_probed(struct tracker_socket *r, struct 
 }
 
 /*
- * Queued children a listener's accept queue can hold before the walk stops following it: each
- * step is verified as its own (bounded loop), so the bound is the verifier's budget. A deeper
- * queue is a server far behind; the rest arrive with their accept events.
+ * Queued children followed per listener. What one program run writes must fit the iterator's
+ * buffer (bpf_seq_read: 8 pages): a run that overflows it fails the whole read with E2BIG, which a
+ * listener 409 connections behind did at a bound of 1024. So the listener's record and its queue
+ * stay within 8 x 4 KiB (the smallest page; larger pages only leave room). A deeper queue is a
+ * server far behind; the rest arrive with their accept events.
  */
-#define ACCEPT_QUEUE_WALK_MAX 1024
+#define SEQ_RUN_BYTES_MAX (8 * 4096)
+#define ACCEPT_QUEUE_WALK_MAX (SEQ_RUN_BYTES_MAX / sizeof(struct tracker_socket) - 1)
 
 /*
  * A socket accepted by no process yet, from a listener's queue: every field through probe reads

@@ -155,6 +155,28 @@ t.test("in the plugin's own namespace, sockets no process holds yet (an accept q
   t.same(iter, proc, "iterator rows equal /proc rows");
 });
 
+t.test("a listener far behind (1,000 connections it never accepts) leaves the snapshot whole: its queue is followed as far as the iterator's buffer allows", async (t) => {
+  const snapshot = new SocketSnapshot();
+  t.teardown(() => snapshot.close());
+  // A queue deeper than one program run can write (8 pages of records) used to fail every read with E2BIG.
+  const child = spawn("python3", ["-c", [
+    "import socket, sys",
+    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(2048)",
+    "cs = [socket.create_connection(s.getsockname()) for _ in range(1000)]",
+    "print(s.getsockname()[1], flush=True)",
+    "sys.stdin.read()",
+  ].join("\n")], { stdio: ["pipe", "pipe", "inherit"] });
+  t.teardown(() => void child.kill("SIGKILL"));
+  const port = Number(await new Promise<string>((resolve) => child.stdout.once("data", (d) => resolve(String(d).trim()))));
+  const scan = await scanSockets(snapshot);
+  const ours = scan.connections.filter((c) => c.localPort === port || c.remotePort === port);
+  t.equal(ours.filter((c) => c.pid === child.pid).length, 1000, "every client end, with its process");
+  const queued = ours.filter((c) => c.pid === 0).length;
+  t.ok(queued >= 400 && queued < 1000, `the queued server ends as far as the walk goes (${queued})`);
+  t.ok(scan.listening.get(ours[0]?.netns ?? 0)?.has(port), "the listener itself");
+  t.equal(scan.malformed, 0, "no malformed record");
+});
+
 t.test("the iterator sees every namespace from the plugin's own", async (t) => {
   const net = network(t);
   const snapshot = new SocketSnapshot();
