@@ -13,8 +13,15 @@
 #include <cerrno>
 #include <cstring>
 #include <system_error>
+#include <unordered_set>
 
 namespace scope_tracker {
+
+namespace {
+// Batches handed to JS and not yet freed, by data pointer. Only the JS thread of an environment
+// delivers, releases and finalizes its batches, so one set per thread needs no lock.
+thread_local std::unordered_set<const uint8_t*> delivered_batches;
+}  // namespace
 
 // ---------------------------------------------------------------- producer thread
 
@@ -278,16 +285,35 @@ void BatchPipe::DeliverBatch(Napi::Env env, std::unique_ptr<Batch> batch) {
   if (!batch || batch->empty()) return;
   Batch* raw = batch.release();
   int64_t external = static_cast<int64_t>(raw->capacity());
-  // Zero copy: the Buffer owns the vector and frees it when collected.
+  // Zero copy: the Buffer owns the vector and frees it when collected, or when Release detaches it.
   Napi::Buffer<uint8_t> buffer = Napi::Buffer<uint8_t>::New(
       env, raw->data(), raw->size(),
       [](Napi::Env fin_env, uint8_t*, Batch* hint) {
+        delivered_batches.erase(hint->data());
         Napi::MemoryManagement::AdjustExternalMemory(fin_env, -static_cast<int64_t>(hint->capacity()));
         delete hint;
       },
       raw);
+  delivered_batches.insert(raw->data());
   Napi::MemoryManagement::AdjustExternalMemory(env, external);
   on_batch_.Call({buffer});
+}
+
+bool BatchPipe::Release(Napi::Env env, Napi::Value value) {
+  if (!value.IsTypedArray()) return false;
+  Napi::TypedArray view = value.As<Napi::TypedArray>();
+  if (view.TypedArrayType() != napi_uint8_array || view.ByteOffset() != 0) return false;
+  Napi::ArrayBuffer buffer = view.ArrayBuffer();
+  const uint8_t* data = static_cast<const uint8_t*>(buffer.Data());
+  if (data == nullptr || delivered_batches.count(data) == 0) return false;
+  delivered_batches.erase(data);
+  // Detaching drops the ArrayBuffer's hold on the vector: the finalizer runs without a collection.
+  napi_status status = napi_detach_arraybuffer(env, buffer);
+  if (status != napi_ok) {
+    delivered_batches.insert(data);
+    return false;
+  }
+  return true;
 }
 
 void BatchPipe::Stop(bool deliver) { Shutdown(env_, deliver); }

@@ -17,6 +17,7 @@
 //                                          queued to onBatch (then onEnd if the source had ended)
 //                                          before returning; idempotent
 //                  Ref() / Unref()         whether a running pipe holds the event loop open
+//                  Release(batch)          (static) frees a delivered batch before it is collected
 //                  running()               true from Start until stopped, failed or ended
 //
 //   producer       BatchSource::Produce(BatchProducer&) runs on the pipe's thread (signals
@@ -158,6 +159,11 @@ class BatchPipe {
   void Ref();
   void Unref();
   bool running() const { return running_; }
+  // JS thread. Frees a batch onBatch was given, now, instead of when it is collected: the consumer
+  // is done with it, and its bytes read as empty from then on (the ArrayBuffer is detached).
+  // False, and nothing done, for anything else (a batch already released or freed, a view into
+  // one, any other array), so a caller's mistake cannot free what it does not own.
+  static bool Release(Napi::Env env, Napi::Value value);
 
  private:
   using Batch = std::vector<uint8_t>;

@@ -12,6 +12,7 @@ Napi::Function SocketSnapshot::Init(Napi::Env env) {
                      {
                          InstanceMethod<&SocketSnapshot::Read>("read"),
                          InstanceMethod<&SocketSnapshot::Close>("close"),
+                         InstanceMethod<&SocketSnapshot::ReleaseBatch>("release"),
                      });
 }
 
@@ -100,6 +101,11 @@ Napi::Value SocketSnapshot::Read(const Napi::CallbackInfo& info) {
     throw WithCode(Napi::Error::New(env, std::string("cannot start the snapshot reader: ") + e.what()), kErrIterRead);
   }
   return env.Undefined();
+}
+
+Napi::Value SocketSnapshot::ReleaseBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Napi::Boolean::New(env, info.Length() >= 1 && BatchPipe::Release(env, info[0]));
 }
 
 Napi::Value SocketSnapshot::Close(const Napi::CallbackInfo& info) {

@@ -5,6 +5,7 @@
 //
 //   new SocketSnapshot({ objectPath, probeReads? })   loads and attaches; throws Error{code} (see snapshot_session.h)
 //   read(onBatch, onError, onEnd)             one snapshot, off the JS thread; one at a time
+//   release(batch)                            frees a batch read() gave, now (BatchPipe::Release); false for anything else
 //   close()                                   stops a read in flight (no callbacks), frees the program
 #pragma once
 
@@ -37,6 +38,7 @@ class SocketSnapshot : public Napi::ObjectWrap<SocketSnapshot> {
 
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value ReleaseBatch(const Napi::CallbackInfo& info);
   // Stops the current read's pipe and keeps it one more read: read() may be called from inside
   // the previous pipe's onEnd (a promise continuation), and a pipe must not be freed under its
   // own delivery. Frees the one kept before.

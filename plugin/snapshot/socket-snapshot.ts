@@ -14,6 +14,7 @@ export function defaultSnapshotObjectPath(): string {
 
 interface NativeSocketSnapshot {
   read(onBatch: (batch: Uint8Array) => void, onError: (error: Error) => void, onEnd: () => void): void;
+  release?(batch: Uint8Array): boolean;
   close(): void;
 }
 
@@ -51,6 +52,15 @@ export class SocketSnapshot {
     const run = this.#previous.then(() => new Promise<void>((resolve, reject) => this.#native.read(onBatch, reject, resolve)));
     this.#previous = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Frees a batch `read` gave, now rather than when V8 collects it (a 200k-socket snapshot is ~20 MB
+   * of them, which V8 otherwise answers with a full collection): its bytes read as empty after this.
+   * False, and nothing done, for anything else. An addon built before this always says false.
+   */
+  release(batch: Uint8Array): boolean {
+    return this.#native.release?.(batch) ?? false;
   }
 
   close(): void {

@@ -177,6 +177,24 @@ t.test("a listener far behind (1,000 connections it never accepts) leaves the sn
   t.equal(scan.malformed, 0, "no malformed record");
 });
 
+t.test("release frees a batch the addon gave, once, and refuses anything else", async (t) => {
+  const snapshot = new SocketSnapshot();
+  t.teardown(() => snapshot.close());
+  const server = spawn("python3", ["-c", "import socket, sys\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\nprint(s.getsockname()[1], flush=True)\nsys.stdin.read()"], { stdio: ["pipe", "pipe", "inherit"] });
+  t.teardown(() => void server.kill("SIGKILL"));
+  await new Promise((resolve) => server.stdout.once("data", resolve));
+  const batches: Uint8Array[] = [];
+  await snapshot.read((batch) => batches.push(batch));
+  t.ok(batches.length >= 1 && batches[0].byteLength >= 80, "at least one record (the test's listener)");
+  const copy = new Uint8Array(batches[0]); // (Buffer#slice would be a view)
+  t.equal(snapshot.release(batches[0].subarray(80)), false, "a view into a batch: refused");
+  t.equal(snapshot.release(copy), false, "a copy (memory the addon does not own): refused");
+  t.equal(copy.byteLength, batches[0].byteLength, "and left as it was");
+  t.equal(snapshot.release(batches[0]), true, "the batch itself: freed");
+  t.equal(batches[0].byteLength, 0, "its bytes are gone (detached)");
+  t.equal(snapshot.release(batches[0]), false, "a second release: refused");
+});
+
 t.test("the iterator sees every namespace from the plugin's own", async (t) => {
   const net = network(t);
   const snapshot = new SocketSnapshot();
