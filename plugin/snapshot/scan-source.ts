@@ -9,7 +9,7 @@ import { describeError, errorCode, PluginError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
 import type { ScanOutcome } from "../supervisor/supervisor.ts";
-import { scanSockets } from "./snapshot-scan.ts";
+import { scanSockets, TableDigestMemo } from "./snapshot-scan.ts";
 import { SocketSnapshot } from "./socket-snapshot.ts";
 
 export type Scan = (signal?: AbortSignal) => Promise<ScanOutcome>;
@@ -24,9 +24,9 @@ export interface ScanSourceOptions {
    * The table the scans reconcile: a snapshot is first compared with it, and when the kernel
    * holds exactly its connections the scan says so instead of building them.
    */
-  table?: Pick<ConnectionTable, "size" | "changes" | "values">;
+  table?: Pick<ConnectionTable, "size" | "changes" | "snapshot">;
   /** Tests only: how the iterator is opened. */
-  open?: (objectPath?: string) => Pick<SocketSnapshot, "read" | "close">;
+  open?: (objectPath?: string) => Pick<SocketSnapshot, "read" | "close"> & Partial<Pick<SocketSnapshot, "release">>;
   log: Logger;
 }
 
@@ -35,7 +35,9 @@ const PERMANENT = new Set(["ERR_BPF_ITER_UNSUPPORTED", "ERR_BPF_ADDON", "ERR_BPF
 
 export class ScanSource {
   readonly #options: ScanSourceOptions;
-  #snapshot: Pick<SocketSnapshot, "read" | "close"> | undefined;
+  #snapshot: (Pick<SocketSnapshot, "read" | "close"> & Partial<Pick<SocketSnapshot, "release">>) | undefined;
+  /** The table's digest while it stays unchanged: an idle table is digested once, not at every reconcile. */
+  readonly #tableDigest = new TableDigestMemo();
   /** Why the iterator is not used (set when opening it failed), or why the last snapshot fell back. */
   #unavailable: { code: string; text: string } | undefined;
   #lastReadFailure: string | undefined;
@@ -51,7 +53,7 @@ export class ScanSource {
     const snapshot = this.#options.ebpfLive() ? this.#open() : undefined;
     if (snapshot !== undefined) {
       try {
-        const scanned = await scanSockets(snapshot, { signal, confirm: this.#options.table });
+        const scanned = await scanSockets(snapshot, { signal, confirm: this.#options.table, memo: this.#tableDigest });
         this.iteratorScans++;
         this.#lastReadFailure = undefined;
         if (scanned.malformed > 0) this.#options.log.warn("BPF socket snapshot had malformed records (skipped)", { malformed: scanned.malformed });
@@ -80,7 +82,7 @@ export class ScanSource {
     this.#snapshot = undefined;
   }
 
-  #open(): Pick<SocketSnapshot, "read" | "close"> | undefined {
+  #open(): (Pick<SocketSnapshot, "read" | "close"> & Partial<Pick<SocketSnapshot, "release">>) | undefined {
     if (this.#snapshot !== undefined) return this.#snapshot;
     if (this.#unavailable !== undefined && PERMANENT.has(this.#unavailable.code)) return undefined;
     try {

@@ -5,6 +5,10 @@
  * picked as the /proc scan picks its rows (OPEN_TCP_STATES: established or half-closed).
  *
  * Decoding runs on the event loop in slices of at most `sliceMs`: 200k records are ~50 ms of work.
+ * At that size what else stalls the loop is V8's collector, so the comparison path allocates next
+ * to nothing per record (no iterator results, no boxed namespace inode) and hands each batch's
+ * memory back as soon as the scan is done with it (`release`), rather than leaving ~20 MB of
+ * external memory per scan for a full collection to find.
  */
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { Connection } from "../model/connection.ts";
@@ -44,10 +48,32 @@ export interface SnapshotScanOptions {
    * A table to compare with before building connections (a reconcile's): the snapshot is digested
    * as it comes and connections are built only once it cannot match, or did not.
    */
-  confirm?: Pick<ConnectionTable, "size" | "changes" | "values">;
+  confirm?: Pick<ConnectionTable, "size" | "changes" | "snapshot">;
+  /** Remembers the confirm table's digest while the table does not change: an idle table is digested once. */
+  memo?: TableDigestMemo;
 }
 
-const DEFAULT_SLICE_MS = 8;
+/** The last digest of a table and the table's `changes` when it was taken. */
+export class TableDigestMemo {
+  #table: object | undefined;
+  #changes = -1;
+  #digest: ConnectionDigest | undefined;
+  /** Digests taken (misses), for tests and status. */
+  computed = 0;
+
+  get(table: object, changes: number): ConnectionDigest | undefined {
+    return this.#table === table && this.#changes === changes ? this.#digest : undefined;
+  }
+
+  set(table: object, changes: number, digest: ConnectionDigest): void {
+    this.#table = table;
+    this.#changes = changes;
+    this.#digest = digest;
+    this.computed++;
+  }
+}
+
+const DEFAULT_SLICE_MS = 4;
 /** By TCP state: taken as a connection. The /proc scan's own set: both sources agree on what is open. */
 const OPEN = new Uint8Array(256);
 for (const state of OPEN_TCP_STATES) OPEN[state] = 1;
@@ -58,7 +84,7 @@ const CHECK_EVERY = 512;
  * One snapshot, decoded while the kernel's walk goes on: the addon hands batches over as it reads
  * them, and each is turned into connections in slices of at most `sliceMs` on the event loop.
  */
-export async function scanSockets(snapshot: Pick<SocketSnapshot, "read">, options: SnapshotScanOptions = {}): Promise<SnapshotScan> {
+export async function scanSockets(snapshot: Pick<SocketSnapshot, "read"> & Partial<Pick<SocketSnapshot, "release">>, options: SnapshotScanOptions = {}): Promise<SnapshotScan> {
   const started = performance.now();
   const signal = options.signal;
   signal?.throwIfAborted();
@@ -81,46 +107,69 @@ export async function scanSockets(snapshot: Pick<SocketSnapshot, "read">, option
     ended = true;
     wake?.();
   });
-  let next = 0;
-  for (;;) {
-    if (next === arrived.length) {
-      if (ended) break;
-      await new Promise<void>((resolve) => (wake = resolve));
-      wake = undefined;
-      signal?.throwIfAborted();
-      scan.sliceStart = performance.now();
-      continue;
+  const release = (batch: Uint8Array) => {
+    if (batch !== EMPTY) snapshot.release?.(batch);
+  };
+  try {
+    return await consume();
+  } finally {
+    // Whatever happened, no batch is read again: arrived and not consumed (an abandoned scan), or kept for a comparison.
+    for (const batch of arrived) release(batch);
+    if (comparing !== undefined) for (const batch of comparing.kept) release(batch);
+  }
+
+  async function consume(): Promise<SnapshotScan> {
+    let next = 0;
+    for (;;) {
+      if (next === arrived.length) {
+        if (ended) break;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+        signal?.throwIfAborted();
+        scan.sliceStart = performance.now();
+        continue;
+      }
+      const batch = arrived[next];
+      await scan.census(batch);
+      if (comparing === undefined) {
+        await scan.decode(batch);
+        arrived[next++] = EMPTY;
+        release(batch);
+        continue;
+      }
+      comparing.kept.push(batch);
+      arrived[next++] = EMPTY;
+      await scan.digest(batch, comparing.digest);
+      if (comparing.digest.count > table!.size || table!.changes !== comparing.changes) {
+        // It cannot match any more: connections after all, from what came so far.
+        await decodeKept(comparing.kept);
+        comparing = undefined;
+      }
     }
-    const batch = arrived[next];
-    arrived[next++] = EMPTY;
-    await scan.census(batch);
-    if (comparing === undefined) {
-      await scan.decode(batch);
-      continue;
+    await reading;
+    if (failure !== undefined) throw failure.error;
+    const read = performance.now();
+    if (comparing !== undefined) {
+      const ofTable = await scan.digestTable(table!, comparing.changes, options.memo);
+      if (ofTable !== undefined && ofTable.equals(comparing.digest)) scan.result.confirmed = true;
+      else await decodeKept(comparing.kept);
     }
-    comparing.kept.push(batch);
-    await scan.digest(batch, comparing.digest);
-    if (comparing.digest.count > table!.size || table!.changes !== comparing.changes) {
-      // It cannot match any more: connections after all, from what came so far.
-      for (const kept of comparing.kept) await scan.decode(kept);
-      comparing = undefined;
+    await scan.directLateListeners();
+    const result = scan.result;
+    const end = performance.now();
+    result.readMs = read - started;
+    result.decodeMs = end - read;
+    result.durationMs = end - started;
+    return result;
+  }
+
+  async function decodeKept(kept: Uint8Array[]): Promise<void> {
+    for (let i = 0; i < kept.length; i++) {
+      await scan.decode(kept[i]);
+      release(kept[i]);
+      kept[i] = EMPTY;
     }
   }
-  await reading;
-  if (failure !== undefined) throw failure.error;
-  const read = performance.now();
-  if (comparing !== undefined) {
-    const ofTable = await scan.digestTable(table!, comparing.changes);
-    if (ofTable !== undefined && ofTable.equals(comparing.digest)) scan.result.confirmed = true;
-    else for (const kept of comparing.kept) await scan.decode(kept);
-  }
-  await scan.directLateListeners();
-  const result = scan.result;
-  const end = performance.now();
-  result.readMs = read - started;
-  result.decodeMs = end - read;
-  result.durationMs = end - started;
-  return result;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -132,6 +181,7 @@ class ScanState {
   sliceStart = performance.now();
   readonly #sliceMs: number;
   readonly #signal: AbortSignal | undefined;
+  /** Namespace inodes as int32 (see census). */
   readonly #namespaces = new Set<number>();
   /** Listening ports first seen after connections were built: those may be theirs (a listener's fd can come later). */
   readonly #late = new Map<number, Set<number>>();
@@ -163,12 +213,14 @@ class ScanState {
         continue;
       }
       result.sockets++;
-      const netns = view.getUint32(o + Field.netns, true);
-      if (!this.#namespaces.has(netns)) {
-        this.#namespaces.add(netns);
+      // As int32: an inode above 2^31 as a number would be boxed, one heap object per record.
+      const namespace = view.getInt32(o + Field.netns, true);
+      if (!this.#namespaces.has(namespace)) {
+        this.#namespaces.add(namespace);
         result.namespaces++;
       }
       if (records[o + SocketField.state] !== TcpState.listen) continue;
+      const netns = namespace >>> 0;
       const port = view.getUint16(o + Field.localPort, true);
       let ports = result.listening.get(netns);
       if (ports === undefined) result.listening.set(netns, (ports = new Set()));
@@ -218,7 +270,7 @@ class ScanState {
       const o = i * SOCKET_RECORD_SIZE;
       if (!isOpenSocket(records, o)) continue;
       digest.add(
-        view.getUint32(o + Field.netns, true),
+        view.getInt32(o + Field.netns, true),
         addressText(records, view, o, Field.localAddress),
         view.getUint16(o + Field.localPort, true),
         addressText(records, view, o, Field.remoteAddress),
@@ -230,17 +282,23 @@ class ScanState {
   }
 
   /** The table's digest, or undefined when the table changed meanwhile (then nothing can be told from it). */
-  async digestTable(table: Pick<ConnectionTable, "changes" | "values">, changes: number): Promise<ConnectionDigest | undefined> {
+  async digestTable(table: Pick<ConnectionTable, "changes" | "snapshot">, changes: number, memo?: TableDigestMemo): Promise<ConnectionDigest | undefined> {
+    if (table.changes !== changes) return undefined;
+    const known = memo?.get(table, changes);
+    if (known !== undefined) return known;
     const digest = new ConnectionDigest();
-    let n = 0;
-    for (const c of table.values()) {
-      if (++n % CHECK_EVERY === 0) {
+    // By index over the table's array: a Map iterator across awaits allocates a result per entry.
+    const all = table.snapshot();
+    for (let i = 0; i < all.length; i++) {
+      if (i % CHECK_EVERY === CHECK_EVERY - 1) {
         await this.breathe();
         if (table.changes !== changes) return undefined;
       }
-      digest.addConnection(c);
+      digest.addConnection(all[i]);
     }
-    return table.changes === changes ? digest : undefined;
+    if (table.changes !== changes) return undefined;
+    memo?.set(table, changes, digest);
+    return digest;
   }
 
   async directLateListeners(): Promise<void> {

@@ -5,9 +5,9 @@
  * - what the table knew before and the kernel no longer has is closed (clients see the close once),
  *   but only in namespaces the scan read in full: a table that failed to read proves nothing gone.
  *
- * It runs in slices, handing the event loop back between them (a 200k table is ~100 ms of work);
- * events applied in between are safe because the caller keeps collecting the keys opened and
- * closed until the reconcile has returned.
+ * It runs in slices of at most SLICE_MS, handing the event loop back between them (a 200k table is
+ * ~100 ms of work); events applied in between are safe because the caller keeps collecting the
+ * keys opened and closed until the reconcile has returned.
  */
 import { type Connection, connectionKey, type Direction } from "../model/connection.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
@@ -23,6 +23,8 @@ export interface ReconcileInput {
   readInFull?: (netns: number) => boolean;
   /** Awaited between slices of work; absent: the whole reconcile runs in one go. */
   breathe?: () => Promise<void>;
+  /** Longest slice of work between two breathes; default SLICE_MS (0: a pause at every check). */
+  sliceMs?: number;
 }
 
 export interface ReconcileResult {
@@ -35,22 +37,34 @@ export interface ReconcileResult {
   updated: number;
 }
 
-/** Entries between two calls of `breathe`. */
-const SLICE = 4096;
+/** Longest run of work between two calls of `breathe`; the clock is read every CHECK_EVERY entries. */
+export const SLICE_MS = 4;
+const CHECK_EVERY = 256;
 
 export async function reconcileTable(table: ConnectionTable, input: ReconcileInput): Promise<ReconcileResult> {
   const result: ReconcileResult = { added: 0, removed: 0, suppressed: 0, kept: 0, updated: 0 };
   const readInFull = input.readInFull ?? (() => true);
   const breathe = input.breathe;
+  const sliceMs = input.sliceMs ?? SLICE_MS;
+  let n = 0;
+  let sliceStart = performance.now();
+  /** Whether this slice has run its time: checked on every CHECK_EVERY-th entry. */
+  const due = () => breathe !== undefined && ++n % CHECK_EVERY === 0 && performance.now() - sliceStart >= sliceMs;
+  const pause = async () => {
+    await breathe!();
+    sliceStart = performance.now();
+  };
   const scannedKeys = new Set<string>();
   const opened = input.openedDuringScan;
   const closed = input.closedDuringScan;
   /** Distinct table entries the scan confirmed or added: when they are all of the table, nothing is gone. */
   let vouched = 0;
   const deletionsBefore = table.deletions;
-  let n = 0;
-  for (const connection of input.scanned) {
-    if (breathe !== undefined && ++n % SLICE === 0) await breathe();
+  const scanned = input.scanned;
+  // By index: an iterator across awaits allocates a result per entry.
+  for (let i = 0; i < scanned.length; i++) {
+    if (due()) await pause();
+    const connection = scanned[i];
     const key = connectionKey(connection);
     const sizeBefore = scannedKeys.size;
     scannedKeys.add(key);
@@ -83,7 +97,7 @@ export async function reconcileTable(table: ConnectionTable, input: ReconcileInp
   const gone: string[] = [];
   for (const key of table.keys()) {
     // The table may change during a pause; a Map's iterator stays valid, deletions included.
-    if (breathe !== undefined && ++n % SLICE === 0) await breathe();
+    if (due()) await pause();
     if (scannedKeys.has(key) || (opened.size !== 0 && opened.has(key))) continue;
     gone.push(key);
   }

@@ -6,8 +6,8 @@
  * (records in batches, as the addon hands them); test/kernel/snapshot-supervisor.test.ts runs the
  * real iterator.
  */
-import t from "tap";
-import { scanSockets } from "../../plugin/snapshot/snapshot-scan.ts";
+import t, { type Test } from "tap";
+import { scanSockets, TableDigestMemo } from "../../plugin/snapshot/snapshot-scan.ts";
 import { ConnectionTable } from "../../plugin/table/connection-table.ts";
 import { encodeSocketRecords, type SocketFields } from "../helpers/records.ts";
 
@@ -110,4 +110,84 @@ t.test("a walk that fails after some batches rejects the scan", async (t) => {
       throw Object.assign(new Error("read iterator: Input/output error"), { code: "ERR_BPF_ITER_READ" });
     },
   }), { code: "ERR_BPF_ITER_READ" });
+});
+
+t.test("an idle table is digested once: a second reconcile of it reuses the digest, a change takes a new one", async (t) => {
+  const records = encodeSocketRecords(sockets);
+  const table = await tableOf(records);
+  const memo = new TableDigestMemo();
+  t.equal((await scanSockets(fakeSnapshot(records), { confirm: table, memo })).confirmed, true);
+  t.equal((await scanSockets(fakeSnapshot(records), { confirm: table, memo })).confirmed, true);
+  t.equal(memo.computed, 1, "the unchanged table's digest was taken once");
+  table.open({ ...[...table.values()][3], remotePort: 9 });
+  const scan = await scanSockets(fakeSnapshot(records), { confirm: table, memo });
+  t.equal(scan.confirmed, false, "a changed table is not confirmed by its old digest");
+  t.equal(memo.computed, 2);
+  t.equal(scan.connections.length, 3001);
+});
+
+t.test("namespace inodes above 2^31 (the host's are ~4026531840) are read, keyed and compared as the unsigned inode", async (t) => {
+  const big = 4_026_532_100;
+  const records = encodeSocketRecords(sockets.map((s) => ({ ...s, netns: big })));
+  const scan = await scanSockets(fakeSnapshot(records));
+  t.equal(scan.namespaces, 1);
+  t.ok(scan.listening.get(big)?.has(80), "listening ports under the inode itself");
+  t.ok(scan.connections.every((c) => c.netns === big));
+  t.equal(scan.connections.filter((c) => c.direction === "incoming").length, 3000);
+  const table = new ConnectionTable({ maxConnections: 100_000 });
+  for (const c of scan.connections) table.open(c);
+  t.equal((await scanSockets(fakeSnapshot(records), { confirm: table })).confirmed, true, "and such a table is confirmed by digest");
+});
+
+/** A fake snapshot that counts releases: every batch it gave must come back exactly once. */
+function releasingSnapshot(records: Uint8Array, per = 1000, between?: (i: number) => Promise<void>) {
+  const given: Uint8Array[] = [];
+  const released: Uint8Array[] = [];
+  return {
+    given,
+    released,
+    read: async (onBatch: (batch: Uint8Array) => void) => {
+      for (let o = 0, i = 0; o < records.byteLength; o += per * 80, i++) {
+        await (between?.(i) ?? new Promise((r) => setImmediate(r)));
+        const batch = records.slice(o, o + per * 80);
+        given.push(batch);
+        onBatch(batch);
+      }
+    },
+    release: (batch: Uint8Array) => {
+      released.push(batch);
+      return true;
+    },
+  };
+}
+
+t.test("every batch is handed back (release) once the scan is done with it, whichever way the scan ends", async (t) => {
+  const records = encodeSocketRecords(sockets);
+  const same = (t: Test, s: ReturnType<typeof releasingSnapshot>, what: string) => {
+    t.equal(s.given.length, 4, `${what}: four batches given`);
+    t.equal(s.released.length, s.given.length, `${what}: as many released`);
+    t.ok(s.given.every((b) => s.released.filter((r) => r === b).length === 1), `${what}: each exactly once`);
+  };
+  const decoded = releasingSnapshot(records);
+  t.equal((await scanSockets(decoded)).connections.length, 3001);
+  same(t, decoded, "built");
+  const table = await tableOf(records);
+  const confirmed = releasingSnapshot(records);
+  t.equal((await scanSockets(confirmed, { confirm: table })).confirmed, true);
+  same(t, confirmed, "confirmed");
+  table.open({ ...[...table.values()][3], remotePort: 9 });
+  const compared = releasingSnapshot(records);
+  const scan = await scanSockets(compared, { confirm: table });
+  t.equal(scan.confirmed, false);
+  t.equal(scan.connections.length, 3001, "the kept batches were still decoded before their release");
+  same(t, compared, "compared, then built");
+  const abort = new AbortController();
+  const abandoned = releasingSnapshot(records, 1000, async (i) => {
+    await new Promise((r) => setImmediate(r));
+    if (i === 2) abort.abort(new Error("stopping"));
+  });
+  await t.rejects(scanSockets(abandoned, { signal: abort.signal }), { message: "stopping" });
+  await new Promise((r) => setTimeout(r, 10));
+  t.ok(abandoned.given.length >= 3, "the walk had gone on");
+  t.ok(abandoned.given.slice(0, 3).every((b) => abandoned.released.includes(b)), "abandoned: every batch it had been given is released");
 });
