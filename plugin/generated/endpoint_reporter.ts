@@ -288,6 +288,11 @@ export interface TrackerCounters {
    * (tuple, namespace, pid, name) equalled the table's, so nothing was compared one by one.
    */
   reconcilesConfirmed: number;
+  /**
+   * Of the reconciles, those the digest confirmed in part: only the buckets of the table (256, by
+   * ports) whose digest differed, or that changed during the walk, were compared one by one.
+   */
+  reconcilesPartial: number;
 }
 
 export interface TrackerStatus {
@@ -1211,6 +1216,7 @@ function createBaseTrackerCounters(): TrackerCounters {
     reconciles: 0,
     backstopped: 0,
     reconcilesConfirmed: 0,
+    reconcilesPartial: 0,
   };
 }
 
@@ -1287,6 +1293,9 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     }
     if (message.reconcilesConfirmed !== 0) {
       writer.uint32(320).uint64(message.reconcilesConfirmed);
+    }
+    if (message.reconcilesPartial !== 0) {
+      writer.uint32(328).uint64(message.reconcilesPartial);
     }
     return writer;
   },
@@ -1496,6 +1505,14 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
             message.reconcilesConfirmed = longToNumber(reader.uint64());
             continue;
           }
+          case 41: {
+            if (tag !== 328) {
+              break;
+            }
+
+            message.reconcilesPartial = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1598,6 +1615,11 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
         : isSet(object.reconciles_confirmed)
         ? globalThis.Number(object.reconciles_confirmed)
         : 0,
+      reconcilesPartial: isSet(object.reconcilesPartial)
+        ? globalThis.Number(object.reconcilesPartial)
+        : isSet(object.reconciles_partial)
+        ? globalThis.Number(object.reconciles_partial)
+        : 0,
     };
   },
 
@@ -1675,6 +1697,9 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     if (message.reconcilesConfirmed !== 0) {
       obj.reconcilesConfirmed = Math.round(message.reconcilesConfirmed);
     }
+    if (message.reconcilesPartial !== 0) {
+      obj.reconcilesPartial = Math.round(message.reconcilesPartial);
+    }
     return obj;
   },
 
@@ -1707,6 +1732,7 @@ export const TrackerCounters: MessageFns<TrackerCounters> = {
     message.reconciles = object.reconciles ?? 0;
     message.backstopped = object.backstopped ?? 0;
     message.reconcilesConfirmed = object.reconcilesConfirmed ?? 0;
+    message.reconcilesPartial = object.reconcilesPartial ?? 0;
     return message;
   },
 };

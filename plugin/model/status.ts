@@ -38,6 +38,11 @@ export interface TrackerCounters {
    * name of every open socket) equalled the table's, so nothing was compared one by one.
    */
   reconcilesConfirmed: number;
+  /**
+   * Of those, reconciles the digest confirmed in part: only the buckets of the table (256, by
+   * ports) whose digest differed, or that changed during the walk, were compared one by one.
+   */
+  reconcilesPartial: number;
   /** Connections a reconcile did not close because their namespace's table failed to read. */
   reconcileKept: number;
   /** Failures inside the plugin's own supervision (a counters poll or a death handler that threw): logged, counted. */
@@ -76,6 +81,6 @@ export function emptyCounters(): TrackerCounters {
     reconcileAdded: 0, reconcileRemoved: 0, connectionsTracked: 0,
     failedConnects: 0, closesOfUnknown: 0, evictions: 0, skipped: 0, backstopped: 0, malformedRecords: 0,
     badSizeRecords: 0, acceptNoSock: 0, connectNoPid: 0, lateEvents: 0,
-    scanErrors: 0, scanFailures: 0, reconciles: 0, reconcilesConfirmed: 0, reconcileKept: 0, internalErrors: 0,
+    scanErrors: 0, scanFailures: 0, reconciles: 0, reconcilesConfirmed: 0, reconcilesPartial: 0, reconcileKept: 0, internalErrors: 0,
   };
 }

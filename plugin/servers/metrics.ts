@@ -38,6 +38,7 @@ export function createMetrics(backend: ReportBackend): { registry: Registry; bac
   counterFrom("endpoint_reporter_scan_failures_total", "Whole /proc scans that failed and changed nothing", (s) => s.counters.scanFailures);
   counterFrom("endpoint_reporter_reconciles_total", "Reconciles run (periodic or healing): each a comparison with a scan", (s) => s.counters.reconciles);
   counterFrom("endpoint_reporter_reconciles_confirmed_total", "Reconciles the kernel's snapshot confirmed whole by digest (nothing compared one by one)", (s) => s.counters.reconcilesConfirmed);
+  counterFrom("endpoint_reporter_reconciles_partial_total", "Reconciles the digest confirmed in part: only the differing buckets of the table were compared one by one", (s) => s.counters.reconcilesPartial);
   counterFrom("endpoint_reporter_reconcile_kept_total", "Connections a reconcile kept because their namespace's table failed to read", (s) => s.counters.reconcileKept);
   counterFrom("endpoint_reporter_internal_errors_total", "Failures inside the plugin's supervision, logged", (s) => s.counters.internalErrors);
   const deliveryFrom = (name: string, help: string, read: (d: ReturnType<ReportBackend["delivery"]>) => number) =>

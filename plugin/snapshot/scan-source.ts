@@ -9,6 +9,7 @@ import { describeError, errorCode, PluginError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
 import type { ScanOutcome } from "../supervisor/supervisor.ts";
+import { digestBucket } from "../model/connection-digest.ts";
 import { scanSockets, TableDigestMemo } from "./snapshot-scan.ts";
 import { SocketSnapshot } from "./socket-snapshot.ts";
 
@@ -24,7 +25,7 @@ export interface ScanSourceOptions {
    * The table the scans reconcile: a snapshot is first compared with it, and when the kernel
    * holds exactly its connections the scan says so instead of building them.
    */
-  table?: Pick<ConnectionTable, "size" | "changes" | "snapshot">;
+  table?: Pick<ConnectionTable, "size" | "changes" | "changesByBucket" | "snapshot">;
   /** Tests only: how the iterator is opened. */
   open?: (objectPath?: string) => Pick<SocketSnapshot, "read" | "close"> & Partial<Pick<SocketSnapshot, "release">>;
   log: Logger;
@@ -58,7 +59,11 @@ export class ScanSource {
         this.#lastReadFailure = undefined;
         if (scanned.malformed > 0) this.#options.log.warn("BPF socket snapshot had malformed records (skipped)", { malformed: scanned.malformed });
         // One pass over every task: no namespace can be half read, so every one is vouched for.
-        return { connections: scanned.connections, errors: scanned.malformed, confirmed: scanned.confirmed };
+        const compared = scanned.compared;
+        return {
+          connections: scanned.connections, errors: scanned.malformed, confirmed: scanned.confirmed,
+          compares: compared === undefined ? undefined : (c) => compared[digestBucket(c.localPort, c.remotePort)] === 1,
+        };
       } catch (error) {
         if (signal?.aborted) throw error;
         this.iteratorReadFailures++;

@@ -12,7 +12,7 @@
  */
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { Connection } from "../model/connection.ts";
-import { ConnectionDigest } from "../model/connection-digest.ts";
+import { ConnectionDigest, DIGEST_BUCKETS, digestBucket } from "../model/connection-digest.ts";
 import { OPEN_TCP_STATES, TcpState } from "../procfs/tcp-table.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
 import { addressText, commText, Field, SOCKET_RECORD_SIZE, SOCKET_RECORD_TYPE, SocketField } from "./socket-records.ts";
@@ -34,6 +34,12 @@ export interface SnapshotScan {
    * and did not change while compared: no connection was built.
    */
   confirmed: boolean;
+  /**
+   * When the comparison confirmed part of the table: by digest bucket (digestBucket), 1 where
+   * `connections` holds the snapshot's open sockets, to be compared one by one; 0 where the table
+   * holds exactly the snapshot's and nothing was built. Undefined: `connections` is all of them.
+   */
+  compared?: Uint8Array;
   /** Until the kernel's walk ended (off the event loop, decoding alongside), then the rest (on it). */
   readMs: number;
   decodeMs: number;
@@ -48,7 +54,7 @@ export interface SnapshotScanOptions {
    * A table to compare with before building connections (a reconcile's): the snapshot is digested
    * as it comes and connections are built only once it cannot match, or did not.
    */
-  confirm?: Pick<ConnectionTable, "size" | "changes" | "snapshot">;
+  confirm?: Pick<ConnectionTable, "size" | "changes" | "changesByBucket" | "snapshot">;
   /** Remembers the confirm table's digest while the table does not change: an idle table is digested once. */
   memo?: TableDigestMemo;
 }
@@ -90,7 +96,8 @@ export async function scanSockets(snapshot: Pick<SocketSnapshot, "read"> & Parti
   signal?.throwIfAborted();
   const scan = new ScanState(options.sliceMs ?? DEFAULT_SLICE_MS, signal);
   const table = options.confirm;
-  let comparing = table !== undefined && table.size > 0 ? { changes: table.changes, digest: new ConnectionDigest(), kept: [] as Uint8Array[] } : undefined;
+  // The table's change counts by bucket at the start: a bucket that changed during the walk cannot be confirmed.
+  let comparing = table !== undefined && table.size > 0 ? { changes: table.changesByBucket.slice(), digest: new ConnectionDigest(), kept: [] as Uint8Array[] } : undefined;
 
   const arrived: Uint8Array[] = [];
   let wake: (() => void) | undefined;
@@ -140,8 +147,8 @@ export async function scanSockets(snapshot: Pick<SocketSnapshot, "read"> & Parti
       comparing.kept.push(batch);
       arrived[next++] = EMPTY;
       await scan.digest(batch, comparing.digest);
-      if (comparing.digest.count > table!.size || table!.changes !== comparing.changes) {
-        // It cannot match any more: connections after all, from what came so far.
+      if (comparing.digest.count > 2 * table!.size + 1024 || movedBuckets(table!.changesByBucket, comparing.changes) > DIGEST_BUCKETS / 2) {
+        // Most of it cannot match any more: all connections after all, from what came so far.
         await decodeKept(comparing.kept);
         comparing = undefined;
       }
@@ -150,9 +157,20 @@ export async function scanSockets(snapshot: Pick<SocketSnapshot, "read"> & Parti
     if (failure !== undefined) throw failure.error;
     const read = performance.now();
     if (comparing !== undefined) {
-      const ofTable = await scan.digestTable(table!, comparing.changes, options.memo);
-      if (ofTable !== undefined && ofTable.equals(comparing.digest)) scan.result.confirmed = true;
-      else await decodeKept(comparing.kept);
+      const ofTable = await scan.digestTable(table!, options.memo);
+      const compared = new Uint8Array(DIGEST_BUCKETS);
+      let differing = 0;
+      for (let b = 0; b < DIGEST_BUCKETS; b++) {
+        if (ofTable.changesByBucket[b] === comparing.changes[b] && ofTable.digest.bucketEquals(comparing.digest, b)) continue;
+        compared[b] = 1;
+        differing++;
+      }
+      if (differing === 0) scan.result.confirmed = true;
+      else if (differing > DIGEST_BUCKETS / 2) await decodeKept(comparing.kept);
+      else {
+        scan.result.compared = compared;
+        await decodeKept(comparing.kept, compared);
+      }
     }
     await scan.directLateListeners();
     const result = scan.result;
@@ -163,9 +181,9 @@ export async function scanSockets(snapshot: Pick<SocketSnapshot, "read"> & Parti
     return result;
   }
 
-  async function decodeKept(kept: Uint8Array[]): Promise<void> {
+  async function decodeKept(kept: Uint8Array[], only?: Uint8Array): Promise<void> {
     for (let i = 0; i < kept.length; i++) {
-      await scan.decode(kept[i]);
+      await scan.decode(kept[i], only);
       release(kept[i]);
       kept[i] = EMPTY;
     }
@@ -173,6 +191,13 @@ export async function scanSockets(snapshot: Pick<SocketSnapshot, "read"> & Parti
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Buckets whose change count differs from `since`. */
+function movedBuckets(now: Uint32Array, since: Uint32Array): number {
+  let moved = 0;
+  for (let b = 0; b < DIGEST_BUCKETS; b++) if (now[b] !== since[b]) moved++;
+  return moved;
+}
 
 class ScanState {
   readonly result: SnapshotScan = {
@@ -233,8 +258,8 @@ class ScanState {
     }
   }
 
-  /** Open sockets into connections, with the /proc scan's direction rule by the ports listening so far. */
-  async decode(records: Uint8Array): Promise<void> {
+  /** Open sockets into connections (only those of buckets marked in `only`, when given), with the /proc scan's direction rule by the ports listening so far. */
+  async decode(records: Uint8Array, only?: Uint8Array): Promise<void> {
     const view = viewOf(records);
     const count = Math.floor(records.byteLength / SOCKET_RECORD_SIZE);
     const connections = this.result.connections;
@@ -243,13 +268,15 @@ class ScanState {
       if (i % CHECK_EVERY === CHECK_EVERY - 1) await this.breathe();
       const o = i * SOCKET_RECORD_SIZE;
       if (!isOpenSocket(records, o)) continue;
-      const netns = view.getUint32(o + Field.netns, true);
       const localPort = view.getUint16(o + Field.localPort, true);
+      const remotePort = view.getUint16(o + Field.remotePort, true);
+      if (only !== undefined && only[digestBucket(localPort, remotePort)] === 0) continue;
+      const netns = view.getUint32(o + Field.netns, true);
       connections.push({
         localAddress: addressText(records, view, o, Field.localAddress),
         localPort,
         remoteAddress: addressText(records, view, o, Field.remoteAddress),
-        remotePort: view.getUint16(o + Field.remotePort, true),
+        remotePort,
         netns,
         pid: view.getUint32(o + Field.pid, true),
         comm: commText(records, view, o),
@@ -281,24 +308,24 @@ class ScanState {
     }
   }
 
-  /** The table's digest, or undefined when the table changed meanwhile (then nothing can be told from it). */
-  async digestTable(table: Pick<ConnectionTable, "changes" | "snapshot">, changes: number, memo?: TableDigestMemo): Promise<ConnectionDigest | undefined> {
-    if (table.changes !== changes) return undefined;
+  /**
+   * The table's digest as it was when this was called, with its change counts by bucket then: the
+   * table's array is taken at once and never changes, so the table may change while it is digested.
+   */
+  async digestTable(table: Pick<ConnectionTable, "changes" | "changesByBucket" | "snapshot">, memo?: TableDigestMemo): Promise<{ digest: ConnectionDigest; changesByBucket: Uint32Array }> {
+    const changes = table.changes;
+    const changesByBucket = table.changesByBucket.slice();
     const known = memo?.get(table, changes);
-    if (known !== undefined) return known;
+    if (known !== undefined) return { digest: known, changesByBucket };
     const digest = new ConnectionDigest();
     // By index over the table's array: a Map iterator across awaits allocates a result per entry.
     const all = table.snapshot();
     for (let i = 0; i < all.length; i++) {
-      if (i % CHECK_EVERY === CHECK_EVERY - 1) {
-        await this.breathe();
-        if (table.changes !== changes) return undefined;
-      }
+      if (i % CHECK_EVERY === CHECK_EVERY - 1) await this.breathe();
       digest.addConnection(all[i]);
     }
-    if (table.changes !== changes) return undefined;
     memo?.set(table, changes, digest);
-    return digest;
+    return { digest, changesByBucket };
   }
 
   async directLateListeners(): Promise<void> {

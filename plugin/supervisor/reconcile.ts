@@ -21,6 +21,8 @@ export interface ReconcileInput {
   heuristic: (localPort: number, remotePort: number) => Direction;
   /** Whether the scan read every connection of this namespace; absent: it read them all. */
   readInFull?: (netns: number) => boolean;
+  /** Which of the table's connections the scan speaks for (the rest it confirmed as they are); absent: all. */
+  compares?: (connection: Connection) => boolean;
   /** Awaited between slices of work; absent: the whole reconcile runs in one go. */
   breathe?: () => Promise<void>;
   /** Longest slice of work between two breathes; default SLICE_MS (0: a pause at every check). */
@@ -87,7 +89,8 @@ export async function reconcileTable(table: ConnectionTable, input: ReconcileInp
   // Entries opened during the scan and not in it are kept too; past those, anything the scan did
   // not vouch for is gone. The common case, nothing gone, is known without a pass over the table:
   // when the table lost no entry since the first was vouched for, all of those are still in it.
-  if (table.deletions === deletionsBefore) {
+  const compares = input.compares;
+  if (compares === undefined && table.deletions === deletionsBefore) {
     let keptOpened = 0;
     for (const key of opened) if (!scannedKeys.has(key) && table.has(key)) keptOpened++;
     if (vouched + keptOpened === table.size) return result;
@@ -95,11 +98,24 @@ export async function reconcileTable(table: ConnectionTable, input: ReconcileInp
 
   // Collected first: closing while iterating the table's own keys would be iterating a moving map.
   const gone: string[] = [];
-  for (const key of table.keys()) {
-    // The table may change during a pause; a Map's iterator stays valid, deletions included.
-    if (due()) await pause();
-    if (scannedKeys.has(key) || (opened.size !== 0 && opened.has(key))) continue;
-    gone.push(key);
+  if (compares === undefined) {
+    for (const key of table.keys()) {
+      // The table may change during a pause; a Map's iterator stays valid, deletions included.
+      if (due()) await pause();
+      if (scannedKeys.has(key) || (opened.size !== 0 && opened.has(key))) continue;
+      gone.push(key);
+    }
+  } else {
+    // Only the part the scan speaks for; keyed one by one, so only that part is. The table's
+    // array never changes: what a pause adds is opened during the scan, what it removes is skipped below.
+    const all = table.snapshot();
+    for (let i = 0; i < all.length; i++) {
+      if (due()) await pause();
+      if (!compares(all[i])) continue;
+      const key = connectionKey(all[i]);
+      if (scannedKeys.has(key) || (opened.size !== 0 && opened.has(key))) continue;
+      gone.push(key);
+    }
   }
   for (const key of gone) {
     if (opened.has(key)) continue; // opened again during a pause after it was listed

@@ -37,6 +37,11 @@ export interface ScanOutcome {
   readInFull?: (netns: number) => boolean;
   /** The scan found the table exactly as the kernel has it (and built no connection): nothing to reconcile. */
   confirmed?: boolean;
+  /**
+   * Which of the table's connections the scan speaks for; absent: all of them. The others it found
+   * exactly as the table has them (by digest), so they are neither compared nor closed.
+   */
+  compares?: (connection: Connection) => boolean;
 }
 export type Scanner = (signal: AbortSignal) => Promise<readonly Connection[] | ScanOutcome>;
 export type TrackerFactory = (table: ConnectionTable, hooks: EbpfTrackerHooks, options: EbpfTrackerOptions) => LiveTracker;
@@ -408,10 +413,11 @@ export class Supervisor {
         this.#counters.reconcilesConfirmed++;
         return { added: 0, removed: 0, suppressed: 0, kept: 0, updated: 0 };
       }
+      if (outcome.compares !== undefined) this.#counters.reconcilesPartial++;
       await this.#settleEvents();
       signal.throwIfAborted();
       const result = await reconcileTable(this.#table, {
-        scanned: outcome.connections, openedDuringScan: opened, closedDuringScan: closed, heuristic: this.#options.heuristic, readInFull: outcome.readInFull,
+        scanned: outcome.connections, openedDuringScan: opened, closedDuringScan: closed, heuristic: this.#options.heuristic, readInFull: outcome.readInFull, compares: outcome.compares,
         breathe: async () => {
           await nextTurn();
           signal.throwIfAborted();

@@ -6,6 +6,7 @@
  * subscriber left believing it open would hold it forever (nothing would ever close it).
  */
 import { type Connection, connectionKey } from "../model/connection.ts";
+import { DIGEST_BUCKETS, digestBucket } from "../model/connection-digest.ts";
 import type { ConnectionChange } from "../model/backend.ts";
 
 export interface ConnectionTableOptions {
@@ -41,6 +42,8 @@ export class ConnectionTable {
   deletions = 0;
   /** Entries added, changed or removed: a scan compared with the table holds only while this stays put. */
   changes = 0;
+  /** `changes` by digest bucket (digestBucket of the ports): a scan's comparison holds for a bucket while its count stays put. */
+  readonly changesByBucket = new Uint32Array(DIGEST_BUCKETS);
   closesOfUnknown = 0;
   /** Real closes of connections evicted earlier (already published as closed then, so not again). */
   closesOfEvicted = 0;
@@ -71,6 +74,7 @@ export class ConnectionTable {
     const known = this.#open.get(key);
     this.#snapshot = undefined;
     this.changes++;
+    this.changesByBucket[digestBucket(connection.localPort, connection.remotePort)]++;
     if (known !== undefined) {
       this.#open.delete(key);
       this.#open.set(key, mergeKnown(known, connection));
@@ -97,6 +101,7 @@ export class ConnectionTable {
     if (!mergeChanges(known, connection)) return "unchanged";
     this.#snapshot = undefined;
     this.changes++;
+    this.changesByBucket[digestBucket(known.localPort, known.remotePort)]++;
     this.#open.set(key, mergeKnown(known, connection));
     return "updated";
   }
@@ -112,6 +117,7 @@ export class ConnectionTable {
     this.#open.delete(key);
     this.deletions++;
     this.changes++;
+    this.changesByBucket[digestBucket(known.localPort, known.remotePort)]++;
     this.#snapshot = undefined;
     this.#byLocalPort[known.localPort]--;
     const closed = closedCopy(known);
@@ -178,6 +184,7 @@ export class ConnectionTable {
     this.#open.delete(key);
     this.deletions++;
     this.changes++;
+    this.changesByBucket[digestBucket(evicted.localPort, evicted.remotePort)]++;
     this.#snapshot = undefined;
     if (this.#evicted.size >= this.#maxEvictedKeys) this.#evicted.delete(this.#evicted.keys().next().value!);
     this.#evicted.set(key, true);

@@ -131,4 +131,6 @@ if (viaIterator) t.test("a reconcile that finds the table as the kernel has it i
   const after = stack.supervisor.status().counters;
   t.equal(after.reconcilesConfirmed, before.reconcilesConfirmed, "not confirmed");
   t.notOk(stack.table.has(connectionKey(ghost)), "the ghost is closed");
+  t.equal(after.reconcilesPartial, before.reconcilesPartial + 1, "compared in part: only the buckets that differ");
+  t.ok(held.every((k) => stack.table.has(k)), "and the rest of the table left as it was");
 });

@@ -2,6 +2,7 @@ import t from "tap";
 import { ConnectionTable } from "../../plugin/table/connection-table.ts";
 import { type Connection, connectionKey } from "../../plugin/model/connection.ts";
 import type { ConnectionChange } from "../../plugin/model/backend.ts";
+import { digestBucket } from "../../plugin/model/connection-digest.ts";
 
 function conn(localPort: number, extra: Partial<Connection> = {}): Connection {
   return {
@@ -93,4 +94,27 @@ t.test("a snapshot is the open connections, shared until the next change, and ne
     previous = next;
   }
   t.strictSame(previous.map((c) => c.localPort), [2]);
+});
+
+t.test("every change is counted in its connection's digest bucket, and only there (what a partial reconcile relies on)", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 2 });
+  const a = conn(40000);
+  const bucketOf = (c: Connection) => digestBucket(c.localPort, c.remotePort);
+  const count = (c: Connection) => table.changesByBucket[bucketOf(c)];
+  const total = () => table.changesByBucket.reduce((n, x) => n + x, 0);
+  table.open(a);
+  t.equal(count(a), 1, "open");
+  t.equal(table.confirm(a, connectionKey(a)), "unchanged");
+  t.equal(count(a), 1, "a confirm that changes nothing is no change");
+  table.confirm({ ...a, pid: 999 }, connectionKey(a));
+  t.equal(count(a), 2, "a confirm that changes the pid");
+  table.close(connectionKey(a));
+  t.equal(count(a), 3, "close");
+  const [b, c, d] = [conn(40001), conn(40002), conn(40003)];
+  table.open(b);
+  table.open(c);
+  const before = count(b);
+  table.open(d); // evicts b
+  t.equal(count(b), before + (bucketOf(b) === bucketOf(d) ? 2 : 1), "eviction");
+  t.equal(total(), table.changes, "the buckets add up to the table's changes");
 });

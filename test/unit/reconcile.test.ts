@@ -130,3 +130,34 @@ t.test("a connection the scan vouched for and an event then closed does not hide
   t.notOk(table.has(connectionKey(gone)));
   t.equal(table.size, 4095);
 });
+
+t.test("a scan that speaks for part of the table (compares) corrects that part and leaves the rest alone", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 10_000 });
+  // Ports 20000-20999 are the part compared; 21000-21999 were confirmed as they are and are not in the scan.
+  for (let p = 20000; p < 22000; p++) table.open(conn(p, 80, { source: "ebpf", direction: "outgoing", pid: 1, comm: "c" }));
+  const compares = (c: Connection) => c.localPort < 21000;
+  // The kernel: the compared part but for 20500 (a missed close), plus 20999 with another pid and 20001 twice.
+  const scanned = Array.from({ length: 1000 }, (_, i) => conn(20000 + i, 80, { pid: i === 999 ? 2 : 1, comm: "c" })).filter((c) => c.localPort !== 20500);
+  scanned.push(conn(20001, 80, { pid: 1, comm: "c" }));
+  const opened = new Set<string>();
+  const closed = new Set<string>();
+  let pauses = 0;
+  const result = await reconcileTable(table, {
+    scanned, openedDuringScan: opened, closedDuringScan: closed, heuristic: heuristicDirection, compares, sliceMs: 0,
+    breathe: async () => {
+      if (pauses++ !== 0) return;
+      // An event during a pause, in the compared part, after the scan: kept.
+      table.open(conn(20777, 81, { source: "ebpf", direction: "outgoing", pid: 3, comm: "n" }));
+      opened.add(connectionKey(conn(20777, 81)));
+    },
+  });
+  t.ok(pauses >= 2, "in slices");
+  t.equal(result.removed, 1, "the compared part's ghost is closed");
+  t.notOk(table.has(connectionKey(conn(20500, 80))));
+  t.equal(result.updated, 1, "and its changed pid taken");
+  t.match(table.get(connectionKey(conn(20999, 80))), { pid: 2 });
+  t.equal(result.added, 0);
+  t.ok(table.has(connectionKey(conn(20777, 81))), "opened during a pause: kept");
+  t.equal([...table.keys()].filter((k) => table.get(k)!.localPort >= 21000).length, 1000, "nothing outside the compared part is closed, though the scan has none of it");
+  t.equal(table.size, 2000 - 1 + 1);
+});
