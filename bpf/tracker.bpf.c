@@ -240,6 +240,12 @@ static __always_inline __u32 state_netns(const struct sock *sk, const bool btf)
 	return btf ? sk->__sk_common.skc_net.net->ns.inum : sk_netns(sk);
 }
 
+/* Whether a struct socket (a file a process holds) is attached: not yet, for a passive child. */
+static __always_inline bool state_has_socket(const struct sock *sk, const bool btf)
+{
+	return btf ? sk->sk_socket != NULL : BPF_CORE_READ(sk, sk_socket) != NULL;
+}
+
 static __always_inline void emit_connect(const struct sock *sk, const struct trace_event_raw_inet_sock_set_state *tp,
 					 const bool btf, __u64 key, const struct connecting_value *who)
 {
@@ -307,8 +313,13 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	if (oldstate == TCP_SYN_RECV) {
 		/*
 		 * Passive children pass here on every accept-side handshake; the lookup
-		 * only hits for a simultaneous open that began as our SYN_SENT.
+		 * only hits for a simultaneous open that began as our SYN_SENT. That socket
+		 * is connect()'s, so it has a struct socket; a passive child has none until
+		 * accept() grafts one (a Fast Open child accepted early falls through to a
+		 * lookup that misses): one load instead of a hash lookup per accepted connection.
 		 */
+		if (!state_has_socket(sk, btf))
+			return 0;
 		if (newstate == TCP_ESTABLISHED) {
 			who = bpf_map_lookup_elem(&connecting, &key);
 			if (who) {

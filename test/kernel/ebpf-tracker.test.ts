@@ -3,7 +3,8 @@
  * These tests fail, never skip, when eBPF cannot load: CI must prove the kernel path.
  */
 import t, { type Test } from "tap";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { createLogger } from "../../plugin/log.ts";
 import { connectionKey, type Connection } from "../../plugin/model/connection.ts";
 import { defaultStackConfig, startTrackerStack, type TrackerStack } from "../../plugin/plugin.ts";
@@ -108,6 +109,49 @@ t.test("a server already blocked in accept() before the tracker starts gets its 
   const serverKey = key(net.a.netns, net.a.ipv4, 8082, net.b.ipv4, port);
   await waitFor("the accepted side", () => stack.table.has(serverKey));
   t.match(stack.table.get(serverKey), { pid: server.pid, comm: server.comm(), direction: "incoming", source: "ebpf" });
+});
+
+t.test("a simultaneous open (both ends connect() to each other) is two outgoing connections, each with its own process", async (t) => {
+  const net = createTestNetwork();
+  const stack = await startEbpf();
+  // Each namespace drops its own first SYNs, so that both sockets sit in SYN_SENT before either
+  // SYN arrives; the retransmitted SYNs then cross: SYN_SENT -> SYN_RECV -> ESTABLISHED on both.
+  const dropSyn = ["OUTPUT", "-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "DROP"];
+  const iptables = (ns: string, ...args: string[]) => execFileSync("ip", ["netns", "exec", ns, "iptables", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  for (const host of [net.a, net.b]) iptables(host.name, "-A", ...dropSyn);
+  const side = (host: typeof net.a, port: number, peer: typeof net.a, peerPort: number) => {
+    const child = spawn("ip", ["netns", "exec", host.name, "python3", "-c", [
+      "import select, socket, sys",
+      "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
+      `s.bind(('${host.ipv4}', ${port})); s.setblocking(False)`,
+      `s.connect_ex(('${peer.ipv4}', ${peerPort}))`,
+      "print('syn', flush=True)",
+      "select.select([], [s], [], 60)",
+      "e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)",
+      "print('connected' if e == 0 else 'error %d' % e, flush=True)",
+      "sys.stdin.read()",
+    ].join("\n")], { stdio: ["pipe", "pipe", "inherit"] });
+    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    return { child, line: async () => String((await lines.next()).value) };
+  };
+  const a = side(net.a, 7401, net.b, 7402);
+  const b = side(net.b, 7402, net.a, 7401);
+  t.teardown(async () => {
+    a.child.kill("SIGKILL");
+    b.child.kill("SIGKILL");
+    await stack.stop();
+    net.destroy();
+  });
+  t.equal(await a.line(), "syn");
+  t.equal(await b.line(), "syn");
+  for (const host of [net.a, net.b]) iptables(host.name, "-D", ...dropSyn);
+  t.equal(await a.line(), "connected", "a's connect() succeeded");
+  t.equal(await b.line(), "connected", "b's connect() succeeded");
+  const aKey = key(net.a.netns, net.a.ipv4, 7401, net.b.ipv4, 7402);
+  const bKey = key(net.b.netns, net.b.ipv4, 7402, net.a.ipv4, 7401);
+  await waitFor("both ends", () => stack.table.has(aKey) && stack.table.has(bKey), 10_000);
+  t.match(stack.table.get(aKey), { pid: a.child.pid, direction: "outgoing", source: "ebpf" }, "a's end: a's process");
+  t.match(stack.table.get(bKey), { pid: b.child.pid, direction: "outgoing", source: "ebpf" }, "b's end: b's process");
 });
 
 t.test("a connect to a closed port is counted as failed, not reported as a connection", async (t) => {
