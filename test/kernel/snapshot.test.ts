@@ -45,6 +45,20 @@ function socketInodesOf(pid: number): Set<string> {
   return inodes;
 }
 
+/** A listener that never accepts and `count` connections to it, in this (the host's) namespace, held by one process. */
+async function unacceptedConnections(t: Tap, count: number, backlog: number) {
+  const child = spawn("python3", ["-c", [
+    "import socket, sys",
+    `s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(${backlog})`,
+    `cs = [socket.create_connection(s.getsockname()) for _ in range(${count})]`,
+    "print(s.getsockname()[1], flush=True)",
+    "sys.stdin.read()",
+  ].join("\n")], { stdio: ["pipe", "pipe", "inherit"] });
+  t.teardown(() => void child.kill("SIGKILL"));
+  const port = Number(await new Promise<string>((resolve) => child.stdout.once("data", (d) => resolve(String(d).trim()))));
+  return { child, port };
+}
+
 const release = runningKernelRelease();
 const iteratorGate = checkSnapshotIterator({ release });
 
@@ -137,16 +151,7 @@ t.test(`the iterator's snapshot (${probeReads ? "the 5.8-5.10 path, probe reads"
 t.test("in the plugin's own namespace, sockets no process holds yet (an accept queue) are there with pid 0, as in /proc", async (t) => {
   const snapshot = new SocketSnapshot();
   t.teardown(() => snapshot.close());
-  // A listener that never accepts, and three connections to it, in this (the host's) namespace.
-  const child = spawn("python3", ["-c", [
-    "import socket, sys",
-    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(16)",
-    "cs = [socket.create_connection(s.getsockname()) for _ in range(3)]",
-    "print(s.getsockname()[1], flush=True)",
-    "sys.stdin.read()",
-  ].join("\n")], { stdio: ["pipe", "pipe", "inherit"] });
-  t.teardown(() => void child.kill("SIGKILL"));
-  const port = Number(await new Promise<string>((resolve) => child.stdout.once("data", (d) => resolve(String(d).trim()))));
+  const { child, port } = await unacceptedConnections(t, 3, 16);
   const ours = (connections: readonly Connection[]) => connections.filter((c) => c.localPort === port || c.remotePort === port).map(row).sort();
   const iter = ours((await scanSockets(snapshot)).connections);
   const proc = ours((await scanProc({ procRoot: "/proc" })).connections);
@@ -159,15 +164,7 @@ t.test("a listener far behind (1,000 connections it never accepts) leaves the sn
   const snapshot = new SocketSnapshot();
   t.teardown(() => snapshot.close());
   // A queue deeper than one program run can write (8 pages of records) used to fail every read with E2BIG.
-  const child = spawn("python3", ["-c", [
-    "import socket, sys",
-    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(2048)",
-    "cs = [socket.create_connection(s.getsockname()) for _ in range(1000)]",
-    "print(s.getsockname()[1], flush=True)",
-    "sys.stdin.read()",
-  ].join("\n")], { stdio: ["pipe", "pipe", "inherit"] });
-  t.teardown(() => void child.kill("SIGKILL"));
-  const port = Number(await new Promise<string>((resolve) => child.stdout.once("data", (d) => resolve(String(d).trim()))));
+  const { child, port } = await unacceptedConnections(t, 1000, 2048);
   const scan = await scanSockets(snapshot);
   const ours = scan.connections.filter((c) => c.localPort === port || c.remotePort === port);
   t.equal(ours.filter((c) => c.pid === child.pid).length, 1000, "every client end, with its process");
