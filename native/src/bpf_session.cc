@@ -17,6 +17,7 @@
 #include "backstop_setup.h"
 #include "heap_trim.h"
 #include "libbpf_log.h"
+#include "signals_blocked.h"
 #include "../../bpf/tracker.h"  // enum tracker_counter
 
 namespace scope_tracker {
@@ -205,7 +206,11 @@ void BpfSession::LoadAndAttach(const BpfOptions& options) {
     }
   }
 
-  int err = -bpf_object__load(obj);
+  int err;
+  {
+    SignalsBlocked quiet;  // see signals_blocked.h: a pending signal fails the verifier with EAGAIN
+    err = -bpf_object__load(obj);
+  }
   ReturnFreedHeap();
   if (err) {
     // The verifier also answers EACCES; only a refusal without a verifier log is a

@@ -14,6 +14,7 @@
 
 #include "heap_trim.h"
 #include "libbpf_log.h"
+#include "signals_blocked.h"
 #include "../../bpf/tracker.h"
 
 namespace scope_tracker {
@@ -105,7 +106,11 @@ std::unique_ptr<SnapshotSession> SnapshotSession::Open(const std::string& object
   if (!prog) throw BpfError(kErrObject, object_path + " has no program " + kProgram);
   SetRodataBool(session->obj_, "force_probed", probe_reads, object_path);
 
-  int err = -bpf_object__load(session->obj_);
+  int err;
+  {
+    SignalsBlocked quiet;  // see signals_blocked.h: a pending signal fails the verifier with EAGAIN
+    err = -bpf_object__load(session->obj_);
+  }
   ReturnFreedHeap();
   if (err) {
     bool verifier = LibbpfLog().find("BEGIN PROG LOAD LOG") != std::string::npos;
