@@ -64,7 +64,7 @@ export class TableDigestMemo {
   #table: object | undefined;
   #changes = -1;
   #digest: ConnectionDigest | undefined;
-  /** Digests taken (misses), for tests and status. */
+  /** Digests taken (misses): what a test reads to know the memo was used. */
   computed = 0;
 
   get(table: object, changes: number): ConnectionDigest | undefined {
