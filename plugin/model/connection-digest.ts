@@ -63,7 +63,7 @@ export class ConnectionDigest {
     const remote = textHash(remoteAddress);
     const name = textHash(comm);
     const ports = (localPort << 16) | remotePort;
-    const bucket = Math.imul(ports, 0x9e3779b1) >>> 24;
+    const bucket = digestBucket(localPort, remotePort);
     this.#a[bucket] = (this.#a[bucket] + finish(step(step(step(step(step(step(0x9747b28c, netns), ports), local), remote), pid), name))) | 0;
     this.#b[bucket] = (this.#b[bucket] + finish(step(step(step(step(step(step(0x2f1c6e4d, name), pid), remote), local), ports), netns))) | 0;
     this.#counts[bucket]++;

@@ -72,9 +72,7 @@ export class ConnectionTable {
    */
   open(connection: Connection, key = connectionKey(connection)): OpenResult {
     const known = this.#open.get(key);
-    this.#snapshot = undefined;
-    this.changes++;
-    this.changesByBucket[digestBucket(connection.localPort, connection.remotePort)]++;
+    this.#changed(connection);
     if (known !== undefined) {
       this.#open.delete(key);
       this.#open.set(key, mergeKnown(known, connection));
@@ -99,9 +97,7 @@ export class ConnectionTable {
     const known = this.#open.get(key);
     if (known === undefined) return "unknown";
     if (!mergeChanges(known, connection)) return "unchanged";
-    this.#snapshot = undefined;
-    this.changes++;
-    this.changesByBucket[digestBucket(known.localPort, known.remotePort)]++;
+    this.#changed(known);
     this.#open.set(key, mergeKnown(known, connection));
     return "updated";
   }
@@ -116,9 +112,7 @@ export class ConnectionTable {
     }
     this.#open.delete(key);
     this.deletions++;
-    this.changes++;
-    this.changesByBucket[digestBucket(known.localPort, known.remotePort)]++;
-    this.#snapshot = undefined;
+    this.#changed(known);
     this.#byLocalPort[known.localPort]--;
     const closed = closedCopy(known);
     this.#publish({ type: "close", connection: closed });
@@ -183,12 +177,17 @@ export class ConnectionTable {
     this.#byLocalPort[evicted.localPort]--;
     this.#open.delete(key);
     this.deletions++;
-    this.changes++;
-    this.changesByBucket[digestBucket(evicted.localPort, evicted.remotePort)]++;
-    this.#snapshot = undefined;
+    this.#changed(evicted);
     if (this.#evicted.size >= this.#maxEvictedKeys) this.#evicted.delete(this.#evicted.keys().next().value!);
     this.#evicted.set(key, true);
     this.#publish({ type: "close", connection: closedCopy(evicted) });
+  }
+
+  /** Every entry added, changed or removed: the cached array goes, and the change is counted (in all and by its bucket). */
+  #changed(c: Pick<Connection, "localPort" | "remotePort">): void {
+    this.#snapshot = undefined;
+    this.changes++;
+    this.changesByBucket[digestBucket(c.localPort, c.remotePort)]++;
   }
 
   #publish(change: ConnectionChange): void {
