@@ -74,12 +74,6 @@ export class ConnectionDigest {
     this.add(c.netns, c.localAddress, c.localPort, c.remoteAddress, c.remotePort, c.pid, c.comm);
   }
 
-  equals(other: ConnectionDigest): boolean {
-    if (this.count !== other.count) return false;
-    for (let i = 0; i < DIGEST_BUCKETS; i++) if (!this.bucketEquals(other, i)) return false;
-    return true;
-  }
-
   bucketEquals(other: ConnectionDigest, bucket: number): boolean {
     return this.#counts[bucket] === other.#counts[bucket] && this.#a[bucket] === other.#a[bucket] && this.#b[bucket] === other.#b[bucket];
   }

@@ -11,7 +11,7 @@ import type { ConnectionTable } from "../table/connection-table.ts";
 import type { ScanOutcome } from "../supervisor/supervisor.ts";
 import { digestBucket } from "../model/connection-digest.ts";
 import { scanSockets, TableDigestMemo } from "./snapshot-scan.ts";
-import { SocketSnapshot } from "./socket-snapshot.ts";
+import { type SnapshotReader, SocketSnapshot } from "./socket-snapshot.ts";
 
 export type Scan = (signal?: AbortSignal) => Promise<ScanOutcome>;
 
@@ -27,7 +27,7 @@ export interface ScanSourceOptions {
    */
   table?: Pick<ConnectionTable, "size" | "changes" | "changesByBucket" | "snapshot">;
   /** Tests only: how the iterator is opened. */
-  open?: (objectPath?: string) => Pick<SocketSnapshot, "read" | "close"> & Partial<Pick<SocketSnapshot, "release">>;
+  open?: (objectPath?: string) => SnapshotReader & Pick<SocketSnapshot, "close">;
   log: Logger;
 }
 
@@ -36,7 +36,7 @@ const PERMANENT = new Set(["ERR_BPF_ITER_UNSUPPORTED", "ERR_BPF_ADDON", "ERR_BPF
 
 export class ScanSource {
   readonly #options: ScanSourceOptions;
-  #snapshot: (Pick<SocketSnapshot, "read" | "close"> & Partial<Pick<SocketSnapshot, "release">>) | undefined;
+  #snapshot: (SnapshotReader & Pick<SocketSnapshot, "close">) | undefined;
   /** The table's digest while it stays unchanged: an idle table is digested once, not at every reconcile. */
   readonly #tableDigest = new TableDigestMemo();
   /** Why the iterator is not used (set when opening it failed), or why the last snapshot fell back. */
@@ -87,7 +87,7 @@ export class ScanSource {
     this.#snapshot = undefined;
   }
 
-  #open(): (Pick<SocketSnapshot, "read" | "close"> & Partial<Pick<SocketSnapshot, "release">>) | undefined {
+  #open(): (SnapshotReader & Pick<SocketSnapshot, "close">) | undefined {
     if (this.#snapshot !== undefined) return this.#snapshot;
     if (this.#unavailable !== undefined && PERMANENT.has(this.#unavailable.code)) return undefined;
     try {

@@ -16,7 +16,7 @@ import { ConnectionDigest, DIGEST_BUCKETS, digestBucket } from "../model/connect
 import { OPEN_TCP_STATES, TcpState } from "../procfs/tcp-table.ts";
 import type { ConnectionTable } from "../table/connection-table.ts";
 import { addressText, commText, Field, SOCKET_RECORD_SIZE, SOCKET_RECORD_TYPE, SocketField } from "./socket-records.ts";
-import type { SocketSnapshot } from "./socket-snapshot.ts";
+import type { SnapshotReader } from "./socket-snapshot.ts";
 
 export interface SnapshotScan {
   /** Open sockets (OPEN_TCP_STATES, as the /proc scan takes them), one per local socket, in every namespace. Empty when confirmed. */
@@ -80,6 +80,8 @@ export class TableDigestMemo {
 }
 
 const DEFAULT_SLICE_MS = 4;
+/** Past this many buckets to compare one by one, the scan builds every connection instead (as a full reconcile). */
+const MOST_BUCKETS = DIGEST_BUCKETS / 2;
 /** By TCP state: taken as a connection. The /proc scan's own set: both sources agree on what is open. */
 const OPEN = new Uint8Array(256);
 for (const state of OPEN_TCP_STATES) OPEN[state] = 1;
@@ -90,7 +92,7 @@ const CHECK_EVERY = 512;
  * One snapshot, decoded while the kernel's walk goes on: the addon hands batches over as it reads
  * them, and each is turned into connections in slices of at most `sliceMs` on the event loop.
  */
-export async function scanSockets(snapshot: Pick<SocketSnapshot, "read"> & Partial<Pick<SocketSnapshot, "release">>, options: SnapshotScanOptions = {}): Promise<SnapshotScan> {
+export async function scanSockets(snapshot: SnapshotReader, options: SnapshotScanOptions = {}): Promise<SnapshotScan> {
   const started = performance.now();
   const signal = options.signal;
   signal?.throwIfAborted();
@@ -147,7 +149,7 @@ export async function scanSockets(snapshot: Pick<SocketSnapshot, "read"> & Parti
       comparing.kept.push(batch);
       arrived[next++] = EMPTY;
       await scan.digest(batch, comparing.digest);
-      if (comparing.digest.count > 2 * table!.size + 1024 || movedBuckets(table!.changesByBucket, comparing.changes) > DIGEST_BUCKETS / 2) {
+      if (comparing.digest.count > 2 * table!.size + 1024 || movedBuckets(table!.changesByBucket, comparing.changes) > MOST_BUCKETS) {
         // Most of it cannot match any more: all connections after all, from what came so far.
         await decodeKept(comparing.kept);
         comparing = undefined;
@@ -166,7 +168,7 @@ export async function scanSockets(snapshot: Pick<SocketSnapshot, "read"> & Parti
         differing++;
       }
       if (differing === 0) scan.result.confirmed = true;
-      else if (differing > DIGEST_BUCKETS / 2) await decodeKept(comparing.kept);
+      else if (differing > MOST_BUCKETS) await decodeKept(comparing.kept);
       else {
         scan.result.compared = compared;
         await decodeKept(comparing.kept, compared);

@@ -20,6 +20,9 @@ interface NativeSocketSnapshot {
 
 type SnapshotAddon = { SocketSnapshot?: new (options: { objectPath: string; probeReads?: boolean }) => NativeSocketSnapshot };
 
+/** What a scan needs of a snapshot: its read, and its release where the addon has one (a test's fake may not). */
+export type SnapshotReader = Pick<SocketSnapshot, "read"> & Partial<Pick<SocketSnapshot, "release">>;
+
 export class SocketSnapshot {
   readonly #native: NativeSocketSnapshot;
   /** The read in flight: the native side runs one at a time, and an abandoned scan's read runs on. */
