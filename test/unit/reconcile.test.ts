@@ -161,3 +161,26 @@ t.test("a scan that speaks for part of the table (compares) corrects that part a
   t.equal([...table.keys()].filter((k) => table.get(k)!.localPort >= 21000).length, 1000, "nothing outside the compared part is closed, though the scan has none of it");
   t.equal(table.size, 2000 - 1 + 1);
 });
+
+t.test("a seed past 64k gives the key set's and the table's doubling a slice each, and a close during that pause still suppresses", async (t) => {
+  const table = new ConnectionTable({ maxConnections: 200_000 });
+  const scanned: Connection[] = [];
+  for (let i = 0; i < 65_540; i++) scanned.push(conn(1024 + (i % 60_000), 80 + Math.floor(i / 60_000)));
+  const closed = new Set<string>();
+  // Entry 65,536 (0-based) is where both the scan's key set and the table double: in lockstep, as in a seed.
+  const doubling = connectionKey(scanned[65_536]);
+  const pausesAt: number[] = [];
+  const result = await reconcileTable(table, {
+    scanned, openedDuringScan: new Set(), closedDuringScan: closed, heuristic: heuristicDirection,
+    sliceMs: Number.POSITIVE_INFINITY, // no pause for time: only the ones for a doubling
+    breathe: async () => {
+      pausesAt.push(table.size);
+      // The second pause is the one right before the table's add: an event closes that very connection.
+      if (pausesAt.length === 2) closed.add(doubling);
+    },
+  });
+  t.same(pausesAt, [65_536, 65_536, 65_536], "before the set's doubling, before the table's add, after it (the closed entry added nothing)");
+  t.equal(result.suppressed, 1, "the close applied during the pause wins over the scan's stale copy");
+  t.notOk(table.has(doubling));
+  t.equal(table.size, 65_539);
+});
